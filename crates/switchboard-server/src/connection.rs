@@ -1,0 +1,253 @@
+//! The life of one WebSocket, whatever the endpoint.
+//!
+//! One task per connection, and no split into reader and writer tasks: the task
+//! waits on four things at once (shutdown, its outbox, the socket, the keepalive
+//! timer) and handles whichever is ready. Waiting holds no buffers, and a second
+//! task would cost about 3 KiB per connection for nothing.
+//!
+//! Writes happen outside the `select!`, so a half-written frame is never dropped
+//! by a cancelled branch; a client that stops reading blocks only its own task,
+//! for at most `write-timeout`, while its outbox overflows and marks it a slow
+//! consumer.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{close_code, CloseFrame, Message, Utf8Bytes, WebSocket};
+use bytes::Bytes;
+use futures_util::SinkExt;
+use tokio::time::{sleep_until, timeout, Instant};
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+
+use crate::outbox::Outbox;
+use crate::telemetry::metrics::Metrics;
+
+/// What an endpoint does with the frames its clients send.
+///
+/// Handlers are synchronous: they route frames into outboxes and return. Replies
+/// to the client itself also go through its outbox, so they are ordered with
+/// everything else it is sent.
+pub trait Handler {
+    /// A text frame arrived.
+    fn on_text(&mut self, text: Utf8Bytes);
+    /// A binary frame arrived.
+    fn on_binary(&mut self, data: Bytes);
+    /// The connection is over; runs once, before the close frame is sent.
+    fn on_close(&mut self);
+}
+
+/// Timings every connection follows.
+#[derive(Debug, Clone, Copy)]
+pub struct Timings {
+    /// Ping a client that has sent nothing for this long.
+    pub ping_interval: Duration,
+    /// Drop it if it then sends nothing (a pong or anything else) for this long.
+    pub ping_timeout: Duration,
+    /// Drop a client that blocks a write for this long.
+    pub write_timeout: Duration,
+}
+
+/// How long to wait for a close handshake to finish before dropping the socket.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// Why a connection ended, and what close frame (if any) the client is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    /// The client closed or vanished: nothing left to say.
+    ClientGone,
+    /// The server is shutting down: 1001.
+    ShuttingDown,
+    /// The outbox overflowed: 1008.
+    SlowConsumer,
+    /// No answer to a ping: the client is unreachable, so no close frame.
+    PingTimeout,
+    /// A write blocked for too long.
+    WriteTimeout,
+    /// A frame above the hard size limit: 1009.
+    TooBig,
+    /// Invalid UTF-8 in a text frame: 1007.
+    BadUtf8,
+    /// A WebSocket protocol violation: 1002.
+    ProtocolError,
+}
+
+impl Ending {
+    fn close_frame(self) -> Option<CloseFrame> {
+        let (code, reason) = match self {
+            Ending::ShuttingDown => (close_code::AWAY, "server shutting down"),
+            Ending::SlowConsumer => (
+                close_code::POLICY,
+                "send queue overflow: client is not reading",
+            ),
+            Ending::TooBig => (close_code::SIZE, "message too big"),
+            Ending::BadUtf8 => (close_code::INVALID, "invalid UTF-8 in a text frame"),
+            Ending::ProtocolError => (close_code::PROTOCOL, "protocol error"),
+            Ending::ClientGone | Ending::PingTimeout | Ending::WriteTimeout => return None,
+        };
+        Some(CloseFrame {
+            code,
+            reason: Utf8Bytes::from_static(reason),
+        })
+    }
+}
+
+/// Tracks when the client was last heard from and when the next ping is due.
+struct Keepalive {
+    timings: Timings,
+    last_heard: Instant,
+    ping_sent: Option<Instant>,
+}
+
+enum KeepaliveAction {
+    Ping,
+    Dead,
+    Wait,
+}
+
+impl Keepalive {
+    fn new(timings: Timings) -> Keepalive {
+        Keepalive {
+            timings,
+            last_heard: Instant::now(),
+            ping_sent: None,
+        }
+    }
+
+    fn heard(&mut self) {
+        self.last_heard = Instant::now();
+        self.ping_sent = None;
+    }
+
+    /// When the timer should next fire. Moves only when the timer fires, so an
+    /// active connection does not reset a timer per message.
+    fn deadline(&self) -> Instant {
+        match self.ping_sent {
+            Some(sent) => sent + self.timings.ping_timeout,
+            None => self.last_heard + self.timings.ping_interval,
+        }
+    }
+
+    fn on_timer(&mut self) -> KeepaliveAction {
+        let now = Instant::now();
+        match self.ping_sent {
+            Some(sent) if now >= sent + self.timings.ping_timeout => KeepaliveAction::Dead,
+            Some(_) => KeepaliveAction::Wait,
+            None if now >= self.last_heard + self.timings.ping_interval => {
+                self.ping_sent = Some(now);
+                KeepaliveAction::Ping
+            }
+            None => KeepaliveAction::Wait,
+        }
+    }
+}
+
+/// Runs one connection until it ends, then closes it politely where that makes sense.
+pub async fn drive(
+    mut socket: WebSocket,
+    outbox: Arc<Outbox>,
+    mut handler: impl Handler,
+    timings: Timings,
+    shutdown: CancellationToken,
+    metrics: &Metrics,
+) {
+    let mut keepalive = Keepalive::new(timings);
+    let timer = sleep_until(keepalive.deadline());
+    tokio::pin!(timer);
+
+    let ending = loop {
+        tokio::select! {
+            biased;
+            () = shutdown.cancelled() => break Ending::ShuttingDown,
+            () = outbox.ready() => {
+                if let Err(ending) = write_queued(&mut socket, &outbox, timings.write_timeout).await {
+                    break ending;
+                }
+            }
+            inbound = socket.recv() => {
+                keepalive.heard();
+                match inbound {
+                    Some(Ok(Message::Text(text))) => handler.on_text(text),
+                    Some(Ok(Message::Binary(data))) => handler.on_binary(data),
+                    // tungstenite answers pings itself; a pong only proves liveness.
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                    Some(Ok(Message::Close(_))) | None => break Ending::ClientGone,
+                    Some(Err(err)) => break classify(err),
+                }
+            }
+            () = &mut timer => {
+                match keepalive.on_timer() {
+                    KeepaliveAction::Dead => break Ending::PingTimeout,
+                    KeepaliveAction::Ping => {
+                        let ping = timeout(timings.write_timeout, socket.send(Message::Ping(Bytes::new()))).await;
+                        if !matches!(ping, Ok(Ok(()))) {
+                            break Ending::WriteTimeout;
+                        }
+                    }
+                    KeepaliveAction::Wait => {}
+                }
+                timer.as_mut().reset(keepalive.deadline());
+            }
+        }
+    };
+
+    handler.on_close();
+    match ending {
+        Ending::SlowConsumer => metrics.slow_consumers.increment(1),
+        Ending::PingTimeout => metrics.ping_timeouts.increment(1),
+        _ => {}
+    }
+    debug!(?ending, "connection ended");
+    if let Some(frame) = ending.close_frame() {
+        close(socket, frame).await;
+    }
+}
+
+/// Writes everything queued in the outbox, then flushes once.
+async fn write_queued(
+    socket: &mut WebSocket,
+    outbox: &Outbox,
+    write_timeout: Duration,
+) -> Result<(), Ending> {
+    let batch = outbox.take().map_err(|_| Ending::SlowConsumer)?;
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let write = async {
+        for frame in batch {
+            socket.feed(frame).await?;
+        }
+        socket.flush().await
+    };
+    match timeout(write_timeout, write).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(Ending::ClientGone),
+        Err(_) => Err(Ending::WriteTimeout),
+    }
+}
+
+/// Sends a close frame and waits briefly for the client's answer.
+async fn close(mut socket: WebSocket, frame: CloseFrame) {
+    let handshake = async {
+        if socket.send(Message::Close(Some(frame))).await.is_err() {
+            return;
+        }
+        while let Some(Ok(message)) = socket.recv().await {
+            if matches!(message, Message::Close(_)) {
+                break;
+            }
+        }
+    };
+    let _ = timeout(CLOSE_GRACE, handshake).await;
+}
+
+fn classify(err: axum::Error) -> Ending {
+    use tungstenite::Error;
+    let inner = err.into_inner();
+    match inner.downcast_ref::<Error>() {
+        Some(Error::Capacity(_)) => Ending::TooBig,
+        Some(Error::Utf8(_)) => Ending::BadUtf8,
+        Some(Error::Protocol(_)) => Ending::ProtocolError,
+        _ => Ending::ClientGone,
+    }
+}

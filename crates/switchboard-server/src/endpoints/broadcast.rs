@@ -1,0 +1,96 @@
+//! `/ws/broadcast[?channel=NAME]`: the seeds' broadcast server. Every frame goes
+//! to every other client on the same channel, never back to its sender.
+
+use std::sync::Arc;
+
+use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use serde::Deserialize;
+
+use crate::app::App;
+use crate::channels::ConnectionId;
+use crate::connection::{self, Handler};
+use crate::hub::room::validate_name;
+use crate::telemetry::metrics::Endpoint;
+
+/// The query string.
+#[derive(Deserialize)]
+pub struct Params {
+    /// The channel; absent means the default channel.
+    channel: Option<String>,
+}
+
+/// The channel everyone without `?channel=` shares.
+const DEFAULT_CHANNEL: &str = "";
+
+/// Accepts the upgrade, or refuses a bad channel name with 400.
+pub async fn upgrade(
+    upgrade: WebSocketUpgrade,
+    Query(params): Query<Params>,
+    State(app): State<Arc<App>>,
+) -> Response {
+    let channel = params.channel.unwrap_or_else(|| DEFAULT_CHANNEL.into());
+    if channel != DEFAULT_CHANNEL {
+        if let Err(reason) = validate_name(&channel, app.settings.max_room_name_len) {
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("invalid channel: {reason}"),
+            )
+                .into_response();
+        }
+    }
+    let limit = app.settings.max_message_size;
+    app.configure(upgrade, limit)
+        .on_upgrade(move |socket| run(socket, app, channel.into()))
+}
+
+async fn run(socket: WebSocket, app: Arc<App>, channel: Arc<str>) {
+    let _tracked = app.lifecycle.connections.token();
+    let gauge = app.metrics.connections(Endpoint::Broadcast);
+    gauge.increment(1.0);
+    let outbox = app.outbox();
+    let id = app.channels.subscribe(&channel, outbox.clone());
+    let handler = Broadcaster {
+        app: app.clone(),
+        channel,
+        id,
+    };
+    let shutdown = app.lifecycle.close_connections.clone();
+    connection::drive(
+        socket,
+        outbox,
+        handler,
+        app.timings(),
+        shutdown,
+        &app.metrics,
+    )
+    .await;
+    gauge.decrement(1.0);
+}
+
+struct Broadcaster {
+    app: Arc<App>,
+    channel: Arc<str>,
+    id: ConnectionId,
+}
+
+impl Handler for Broadcaster {
+    fn on_text(&mut self, text: Utf8Bytes) {
+        self.app
+            .channels
+            .publish(&self.channel, self.id, Message::Text(text));
+    }
+
+    fn on_binary(&mut self, data: Bytes) {
+        self.app
+            .channels
+            .publish(&self.channel, self.id, Message::Binary(data));
+    }
+
+    fn on_close(&mut self) {
+        self.app.channels.unsubscribe(&self.channel, self.id);
+    }
+}

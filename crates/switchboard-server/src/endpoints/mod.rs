@@ -1,0 +1,28 @@
+//! HTTP and WebSocket endpoints, one file each, and the router that mounts them.
+
+pub mod broadcast;
+pub mod echo;
+pub mod health;
+pub mod signaling;
+pub mod sse;
+
+use std::sync::Arc;
+
+use axum::routing::get;
+use axum::Router;
+
+use crate::app::App;
+
+/// Every route the server answers.
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/ws", get(signaling::upgrade))
+        .route("/ws/echo", get(echo::upgrade))
+        .route("/ws/broadcast", get(broadcast::upgrade))
+        .route("/sse", get(sse::ticks))
+        .route("/sse/rooms/{room}", get(sse::room))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .with_state(app)
+}

@@ -1,0 +1,38 @@
+//! Switchboard: a WebRTC signaling and real-time messaging server.
+//!
+//! # Layout
+//!
+//! The crate follows the path of a frame through the server:
+//!
+//! * [`settings`]: every option, from flags, `SWITCHBOARD_*` variables and TOML.
+//! * [`server`]: binds the listener, serves the router, runs the staged shutdown.
+//! * [`endpoints`]: one module per endpoint (`/ws`, `/ws/echo`, `/ws/broadcast`,
+//!   `/sse`, health and metrics) and the router that mounts them.
+//! * [`connection`]: the one task that drives each WebSocket: reads frames into
+//!   an endpoint's [`connection::Handler`], writes its [`outbox::Outbox`],
+//!   pings, and closes with the right code.
+//! * [`outbox`]: each connection's bounded send queue; the boundary between
+//!   whoever produces a frame and the task that writes it.
+//! * [`hub`]: signaling rooms and peers: join, leave, relay, broadcast, observers.
+//! * [`channels`]: the plain fan-out groups of `/ws/broadcast`.
+//! * [`peer_id`]: unguessable, URL-safe peer ids.
+//! * [`lifecycle`], [`app`]: readiness, shutdown tokens, and the shared state.
+//! * [`telemetry`]: `tracing` setup and Prometheus metrics.
+//!
+//! The wire format itself lives in the `switchboard-protocol` crate, shared with
+//! the Rust client. `ARCHITECTURE.md` at the repository root draws the whole map.
+
+pub mod app;
+pub mod channels;
+pub mod connection;
+pub mod endpoints;
+pub mod hub;
+pub mod lifecycle;
+pub mod outbox;
+pub mod peer_id;
+pub mod server;
+pub mod settings;
+pub mod telemetry;
+
+pub use server::{serve, shutdown_signal};
+pub use settings::Settings;

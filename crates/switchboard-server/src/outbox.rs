@@ -1,0 +1,171 @@
+//! The bounded queue of frames waiting to be written to one connection.
+//!
+//! Anyone may push (the hub fanning out a broadcast, the connection's own
+//! replies); only the connection's task takes. A push never waits: a client that
+//! stops reading fills its queue, trips the limit, and is closed as a slow
+//! consumer, so it can neither grow the server's memory without bound nor slow
+//! the peers sending to it.
+//!
+//! An idle outbox holds no heap memory: [`Outbox::take`] hands the whole queue,
+//! allocation and all, to the writer, and the next push starts a fresh one.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+
+use axum::extract::ws::Message;
+use tokio::sync::Notify;
+
+/// Limits on what may wait in one outbox.
+#[derive(Debug, Clone, Copy)]
+pub struct QueueLimits {
+    /// Most frames waiting.
+    pub messages: usize,
+    /// Most bytes waiting. One frame is always accepted into an empty queue,
+    /// whatever its size.
+    pub bytes: usize,
+}
+
+/// The receiver is not keeping up; it is being disconnected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the connection's send queue is full")]
+pub struct Overflow;
+
+/// One connection's send queue.
+pub struct Outbox {
+    state: Mutex<State>,
+    ready: Notify,
+    limits: QueueLimits,
+}
+
+#[derive(Default)]
+struct State {
+    queue: VecDeque<Message>,
+    bytes: usize,
+    overflowed: bool,
+}
+
+impl Outbox {
+    /// An empty outbox.
+    pub fn new(limits: QueueLimits) -> Outbox {
+        Outbox {
+            state: Mutex::new(State::default()),
+            ready: Notify::new(),
+            limits,
+        }
+    }
+
+    /// Queues a frame for writing. Fails, and marks the outbox overflowed, when
+    /// the frame does not fit; every later push fails too.
+    pub fn push(&self, frame: Message) -> Result<(), Overflow> {
+        let len = frame_len(&frame);
+        let result = {
+            let mut state = self.lock();
+            if state.overflowed {
+                return Err(Overflow);
+            }
+            let full = state.queue.len() >= self.limits.messages
+                || (!state.queue.is_empty() && state.bytes + len > self.limits.bytes);
+            if full {
+                state.overflowed = true;
+                state.queue = VecDeque::new();
+                state.bytes = 0;
+                Err(Overflow)
+            } else {
+                state.bytes += len;
+                state.queue.push_back(frame);
+                Ok(())
+            }
+        };
+        // Wake the writer either way: on overflow it closes the connection.
+        self.ready.notify_one();
+        result
+    }
+
+    /// Waits until a push has happened since the last [`take`](Outbox::take).
+    /// Cancel-safe: a wake-up that is not awaited is kept for the next call.
+    pub async fn ready(&self) {
+        self.ready.notified().await
+    }
+
+    /// Takes everything queued, or reports that the outbox overflowed.
+    pub fn take(&self) -> Result<VecDeque<Message>, Overflow> {
+        let mut state = self.lock();
+        if state.overflowed {
+            return Err(Overflow);
+        }
+        state.bytes = 0;
+        Ok(std::mem::take(&mut state.queue))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // The lock guards plain data with no invariants a panic could break.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+fn frame_len(frame: &Message) -> usize {
+    match frame {
+        Message::Text(text) => text.len(),
+        Message::Binary(data) | Message::Ping(data) | Message::Pong(data) => data.len(),
+        Message::Close(_) => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outbox(messages: usize, bytes: usize) -> Outbox {
+        Outbox::new(QueueLimits { messages, bytes })
+    }
+
+    #[test]
+    fn take_returns_frames_in_push_order() {
+        let outbox = outbox(10, 1000);
+        for text in ["a", "b", "c"] {
+            outbox.push(Message::text(text)).unwrap();
+        }
+        let taken: Vec<_> = outbox
+            .take()
+            .unwrap()
+            .into_iter()
+            .map(|m| m.into_text().unwrap())
+            .collect();
+        assert_eq!(taken, ["a", "b", "c"]);
+        assert!(outbox.take().unwrap().is_empty());
+    }
+
+    #[test]
+    fn message_limit_overflows_and_stays_overflowed() {
+        let outbox = outbox(2, 1000);
+        outbox.push(Message::text("a")).unwrap();
+        outbox.push(Message::text("b")).unwrap();
+        assert_eq!(outbox.push(Message::text("c")), Err(Overflow));
+        assert_eq!(outbox.take().unwrap_err(), Overflow);
+        assert_eq!(outbox.push(Message::text("d")), Err(Overflow));
+    }
+
+    #[test]
+    fn byte_limit_counts_queued_bytes_but_admits_one_large_frame() {
+        let outbox = outbox(100, 10);
+        outbox.push(Message::text("x".repeat(50))).unwrap();
+        assert_eq!(outbox.push(Message::text("y")), Err(Overflow));
+
+        let outbox = self::outbox(100, 10);
+        outbox.push(Message::text("12345")).unwrap();
+        outbox.push(Message::text("12345")).unwrap();
+        outbox.take().unwrap();
+        outbox.push(Message::text("1234567890")).unwrap();
+    }
+
+    #[tokio::test]
+    async fn ready_wakes_for_a_push_made_before_waiting() {
+        let outbox = outbox(10, 1000);
+        outbox.push(Message::text("a")).unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(1), outbox.ready())
+            .await
+            .unwrap();
+    }
+}

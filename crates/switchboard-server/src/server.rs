@@ -1,0 +1,87 @@
+//! Binding, serving, and the staged graceful shutdown.
+
+use std::future::Future;
+use std::io;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tracing::{info, warn};
+
+use crate::app::App;
+use crate::endpoints::router;
+use crate::settings::Settings;
+
+/// Serves until `shutdown` resolves, then shuts down in stages:
+///
+/// 1. `/readyz` fails, while the server keeps accepting for `shutdown-delay`;
+/// 2. the listener closes and every WebSocket is sent close 1001, every event stream ends;
+/// 3. the server waits up to `shutdown-timeout` for connections to finish, then returns.
+pub async fn serve(
+    settings: Settings,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    let listener = TcpListener::bind(settings.listen).await?;
+    let addr = listener.local_addr()?;
+    info!(%addr, "listening");
+
+    let app = App::new(settings);
+    let stop_accepting = app.lifecycle.close_connections.clone();
+    let http = axum::serve(listener, router(app.clone()))
+        .with_graceful_shutdown(async move { stop_accepting.cancelled().await });
+    let http = tokio::spawn(async move { http.await });
+
+    shutdown.await;
+    drain(&app).await;
+    // Plain HTTP requests still in flight get the same deadline.
+    match tokio::time::timeout(app.settings.shutdown_timeout, http).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(join_error)) => Err(io::Error::other(join_error)),
+        Err(_) => {
+            warn!("shutdown timeout reached with HTTP requests still open");
+            Ok(())
+        }
+    }
+}
+
+async fn drain(app: &Arc<App>) {
+    let settings = &app.settings;
+    info!(delay = ?settings.shutdown_delay, "shutting down: no longer ready");
+    app.lifecycle.begin_shutdown();
+    tokio::time::sleep(settings.shutdown_delay).await;
+
+    info!("closing connections");
+    app.lifecycle.close_connections.cancel();
+    app.lifecycle.connections.close();
+    let drained =
+        tokio::time::timeout(settings.shutdown_timeout, app.lifecycle.connections.wait()).await;
+    match drained {
+        Ok(()) => info!("all connections closed"),
+        Err(_) => warn!(
+            remaining = app.lifecycle.connections.len(),
+            "shutdown timeout reached with connections still open"
+        ),
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = interrupt => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = interrupt.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+    info!("shutdown signal received");
+}

@@ -1,0 +1,280 @@
+//! Every setting of `switchboard serve`, from the command line, the environment
+//! (`SWITCHBOARD_*`) and a TOML file, in that order of precedence.
+//!
+//! Clap handles flags, environment variables and defaults. A TOML file named by
+//! `--config` fills in whatever neither the command line nor the environment set:
+//! its keys are the long flag names (`max-message-size = 65536`).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, ValueEnum};
+use serde::{Deserialize, Serialize};
+
+/// How logs are written to standard error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// Settings of a running server.
+#[derive(Debug, Clone, Args, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Settings {
+    /// Address and port to listen on (port 0 picks a free port, logged at start).
+    #[arg(long, env = "SWITCHBOARD_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Log format.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
+
+    /// Log filter, in `tracing` EnvFilter syntax (e.g. `info,switchboard_server=debug`).
+    #[arg(long, env = "SWITCHBOARD_LOG", default_value = "info")]
+    pub log: String,
+
+    /// Largest message, in bytes, a client may send. Larger frames get a
+    /// `message-too-large` error; frames over four times this close the connection (1009).
+    #[arg(long, env = "SWITCHBOARD_MAX_MESSAGE_SIZE", default_value_t = 64 * 1024)]
+    pub max_message_size: usize,
+
+    /// How many rooms one peer may be in at once.
+    #[arg(long, env = "SWITCHBOARD_MAX_ROOMS_PER_PEER", default_value_t = 8)]
+    pub max_rooms_per_peer: usize,
+
+    /// Most peers in one room; also the cap on a room's requested capacity.
+    #[arg(long, env = "SWITCHBOARD_MAX_PEERS_PER_ROOM", default_value_t = 1000)]
+    pub max_peers_per_room: u32,
+
+    /// Longest room (and broadcast channel) name, in bytes.
+    #[arg(long, env = "SWITCHBOARD_MAX_ROOM_NAME_LEN", default_value_t = 64)]
+    pub max_room_name_len: usize,
+
+    /// Largest `meta` object on `join`, in bytes of JSON.
+    #[arg(long, env = "SWITCHBOARD_MAX_META_SIZE", default_value_t = 1024)]
+    pub max_meta_size: usize,
+
+    /// How often the server pings an idle WebSocket.
+    #[arg(long, env = "SWITCHBOARD_PING_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub ping_interval: Duration,
+
+    /// How long a client has to answer a ping before it is dropped.
+    #[arg(long, env = "SWITCHBOARD_PING_TIMEOUT", default_value = "20s", value_parser = humantime::parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub ping_timeout: Duration,
+
+    /// Messages queued for one connection before it counts as a slow consumer and is closed (1008).
+    #[arg(long, env = "SWITCHBOARD_SEND_QUEUE_MESSAGES", default_value_t = 1024)]
+    pub send_queue_messages: usize,
+
+    /// Bytes queued for one connection before it counts as a slow consumer and is closed (1008).
+    #[arg(long, env = "SWITCHBOARD_SEND_QUEUE_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub send_queue_bytes: usize,
+
+    /// How long one write to a client may block before the client is dropped.
+    #[arg(long, env = "SWITCHBOARD_WRITE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub write_timeout: Duration,
+
+    /// Interval between events on `GET /sse`.
+    #[arg(long, env = "SWITCHBOARD_SSE_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub sse_interval: Duration,
+
+    /// On SIGTERM/SIGINT, how long to keep serving with `/readyz` failing before
+    /// closing connections, so a load balancer can take the node out first.
+    #[arg(long, env = "SWITCHBOARD_SHUTDOWN_DELAY", default_value = "0s", value_parser = humantime::parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub shutdown_delay: Duration,
+
+    /// After connections are told to close, how long to wait for them before exiting anyway.
+    #[arg(long, env = "SWITCHBOARD_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+
+    /// Runtime worker threads (0: one per CPU core).
+    #[arg(long, env = "SWITCHBOARD_WORKERS", default_value_t = 0)]
+    pub workers: usize,
+}
+
+/// A bad setting or configuration file.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has unknown keys or wrong types.
+    #[error("invalid config file {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: toml::de::Error,
+    },
+    /// A value is out of range.
+    #[error("invalid setting `{name}`: {reason}")]
+    Invalid {
+        name: &'static str,
+        reason: &'static str,
+    },
+}
+
+impl Settings {
+    /// Fills every setting the command line and environment left at its default
+    /// from the TOML file at `path`.
+    pub fn merge_file(self, matches: &ArgMatches, path: &Path) -> Result<Settings, SettingsError> {
+        let text = std::fs::read_to_string(path).map_err(|source| SettingsError::Read {
+            path: path.into(),
+            source,
+        })?;
+        let file: toml::Table = toml::from_str(&text).map_err(|source| SettingsError::Parse {
+            path: path.into(),
+            source,
+        })?;
+        let mut merged =
+            toml::Table::try_from(&self).expect("settings always serialise to a table");
+        for (key, value) in file {
+            let explicit = matches!(
+                matches.value_source(&key.replace('-', "_")),
+                Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+            );
+            if !explicit {
+                merged.insert(key, value);
+            }
+        }
+        merged.try_into().map_err(|source| SettingsError::Parse {
+            path: path.into(),
+            source,
+        })
+    }
+
+    /// Refuses values that would make the server misbehave.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        let checks: [(bool, &'static str, &'static str); 7] = [
+            (
+                self.max_message_size >= 1024,
+                "max-message-size",
+                "must be at least 1024 bytes",
+            ),
+            (
+                self.max_rooms_per_peer >= 1,
+                "max-rooms-per-peer",
+                "must be at least 1",
+            ),
+            (
+                self.max_peers_per_room >= 1,
+                "max-peers-per-room",
+                "must be at least 1",
+            ),
+            (
+                self.max_room_name_len >= 1,
+                "max-room-name-len",
+                "must be at least 1",
+            ),
+            (
+                !self.ping_interval.is_zero(),
+                "ping-interval",
+                "must be more than zero",
+            ),
+            (
+                !self.sse_interval.is_zero(),
+                "sse-interval",
+                "must be more than zero",
+            ),
+            (
+                self.send_queue_messages >= 1,
+                "send-queue-messages",
+                "must be at least 1",
+            ),
+        ];
+        match checks.into_iter().find(|(ok, _, _)| !ok) {
+            Some((_, name, reason)) => Err(SettingsError::Invalid { name, reason }),
+            None => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{CommandFactory, FromArgMatches, Parser};
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        settings: Settings,
+    }
+
+    fn parse(args: &[&str]) -> (Settings, ArgMatches) {
+        let matches = Cli::command().try_get_matches_from(args).unwrap();
+        let cli = Cli::from_arg_matches(&matches).unwrap();
+        (cli.settings, matches)
+    }
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let (settings, _) = parse(&["x"]);
+        assert_eq!(settings.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(settings.max_message_size, 65536);
+        assert_eq!(settings.ping_interval, Duration::from_secs(30));
+        settings.validate().unwrap();
+    }
+
+    #[test]
+    fn file_fills_defaults_but_not_flags() {
+        let dir = std::env::temp_dir().join(format!("switchboard-settings-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.toml");
+        std::fs::write(
+            &path,
+            "max-message-size = 2048\nping-interval = \"5s\"\nlisten = \"127.0.0.1:9\"\n",
+        )
+        .unwrap();
+        let (settings, matches) = parse(&["x", "--listen", "127.0.0.1:7000"]);
+        let merged = settings.merge_file(&matches, &path).unwrap();
+        assert_eq!(merged.max_message_size, 2048);
+        assert_eq!(merged.ping_interval, Duration::from_secs(5));
+        assert_eq!(
+            merged.listen,
+            "127.0.0.1:7000".parse().unwrap(),
+            "the flag wins over the file"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_in_the_file_are_refused() {
+        let dir =
+            std::env::temp_dir().join(format!("switchboard-settings-bad-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.toml");
+        std::fs::write(&path, "max-mesage-size = 2048\n").unwrap();
+        let (settings, matches) = parse(&["x"]);
+        let err = settings.merge_file(&matches, &path).unwrap_err();
+        assert!(err.to_string().contains("max-mesage-size"), "{err}");
+    }
+
+    #[test]
+    fn out_of_range_values_are_refused() {
+        let (settings, _) = parse(&["x", "--max-message-size", "10"]);
+        assert!(matches!(
+            settings.validate(),
+            Err(SettingsError::Invalid {
+                name: "max-message-size",
+                ..
+            })
+        ));
+    }
+}

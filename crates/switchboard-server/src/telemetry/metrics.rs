@@ -1,0 +1,155 @@
+//! Prometheus metrics.
+//!
+//! Handles for every series are registered once, up front, and kept in
+//! [`Metrics`]: the hot path increments an atomic instead of hashing a name and
+//! labels per message. Label values are only ever from fixed sets (message types,
+//! error codes, endpoints), never client-controlled strings, so a client cannot
+//! blow up the number of series.
+
+use std::sync::OnceLock;
+
+use metrics::{counter, gauge, Counter, Gauge};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use switchboard_protocol::{ErrorCode, RelayKind};
+
+/// The WebSocket endpoints, as metric labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `/ws`
+    Signaling,
+    /// `/ws/echo`
+    Echo,
+    /// `/ws/broadcast`
+    Broadcast,
+}
+
+impl Endpoint {
+    const ALL: [Endpoint; 3] = [Endpoint::Signaling, Endpoint::Echo, Endpoint::Broadcast];
+
+    fn label(self) -> &'static str {
+        match self {
+            Endpoint::Signaling => "signaling",
+            Endpoint::Echo => "echo",
+            Endpoint::Broadcast => "broadcast",
+        }
+    }
+}
+
+/// The Server-Sent Events endpoints, as metric labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SseEndpoint {
+    /// `/sse`
+    Ticks,
+    /// `/sse/rooms/{room}`
+    Room,
+}
+
+/// Client message types as counted; anything that failed to decode is `invalid`.
+const INBOUND_TYPES: [&str; 6] = ["join", "leave", "broadcast", "ping", "relay", "invalid"];
+/// Server message types as counted.
+const OUTBOUND_TYPES: [&str; 10] = [
+    "welcome",
+    "joined",
+    "peer-joined",
+    "peer-left",
+    "left",
+    "broadcast",
+    "ack",
+    "pong",
+    "error",
+    "relay",
+];
+
+/// Every series the server writes.
+pub struct Metrics {
+    connections: [Gauge; 3],
+    sse_streams: [Gauge; 2],
+    /// Rooms with at least one member.
+    pub rooms: Gauge,
+    /// Connected signaling peers.
+    pub peers: Gauge,
+    messages_in: [Counter; INBOUND_TYPES.len()],
+    messages_out: [Counter; OUTBOUND_TYPES.len()],
+    errors: [Counter; ErrorCode::ALL.len()],
+    /// Connections closed because their send queue overflowed.
+    pub slow_consumers: Counter,
+    /// Connections dropped for not answering a ping.
+    pub ping_timeouts: Counter,
+}
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+impl Metrics {
+    /// Installs the Prometheus recorder (once per process) and registers every series.
+    pub fn install() -> Metrics {
+        HANDLE.get_or_init(|| {
+            let recorder = PrometheusBuilder::new().build_recorder();
+            let handle = recorder.handle();
+            // Fails only if another recorder is installed; then ours just stays unused.
+            let _ = metrics::set_global_recorder(recorder);
+            handle
+        });
+        Metrics {
+            connections: Endpoint::ALL
+                .map(|e| gauge!("switchboard_connections", "endpoint" => e.label())),
+            sse_streams: ["sse", "room"]
+                .map(|e| gauge!("switchboard_sse_streams", "endpoint" => e)),
+            rooms: gauge!("switchboard_rooms"),
+            peers: gauge!("switchboard_peers"),
+            messages_in: INBOUND_TYPES
+                .map(|t| counter!("switchboard_messages_in_total", "type" => t)),
+            messages_out: OUTBOUND_TYPES
+                .map(|t| counter!("switchboard_messages_out_total", "type" => t)),
+            errors: ErrorCode::ALL
+                .map(|c| counter!("switchboard_errors_total", "code" => c.as_str())),
+            slow_consumers: counter!("switchboard_slow_consumers_total"),
+            ping_timeouts: counter!("switchboard_ping_timeouts_total"),
+        }
+    }
+
+    /// The Prometheus text exposition of every series.
+    pub fn render() -> String {
+        HANDLE
+            .get()
+            .map(PrometheusHandle::render)
+            .unwrap_or_default()
+    }
+
+    /// Open WebSockets on one endpoint.
+    pub fn connections(&self, endpoint: Endpoint) -> &Gauge {
+        &self.connections[endpoint as usize]
+    }
+
+    /// Open event streams on one endpoint.
+    pub fn sse_streams(&self, endpoint: SseEndpoint) -> &Gauge {
+        &self.sse_streams[endpoint as usize]
+    }
+
+    /// Counts one client message by its `type` (`None`: it did not decode).
+    pub fn message_in(&self, type_name: Option<&str>) {
+        let label = match type_name {
+            Some(t) if RelayKind::from_wire(t).is_some() => "relay",
+            Some(t) => t,
+            None => "invalid",
+        };
+        let index = INBOUND_TYPES
+            .iter()
+            .position(|t| *t == label)
+            .unwrap_or(INBOUND_TYPES.len() - 1);
+        self.messages_in[index].increment(1);
+    }
+
+    /// Counts `n` server messages of one type.
+    pub fn messages_out(&self, type_name: &str, n: u64) {
+        if let Some(index) = OUTBOUND_TYPES.iter().position(|t| *t == type_name) {
+            self.messages_out[index].increment(n);
+        }
+    }
+
+    /// Counts one error sent to a client.
+    pub fn error(&self, code: ErrorCode) {
+        if let Some(index) = ErrorCode::ALL.iter().position(|c| *c == code) {
+            self.errors[index].increment(1);
+        }
+    }
+}
