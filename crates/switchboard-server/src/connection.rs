@@ -203,26 +203,36 @@ pub async fn drive(
     }
 }
 
-/// Writes everything queued in the outbox, then flushes once.
-async fn write_queued(
-    socket: &mut WebSocket,
-    outbox: &Outbox,
-    write_timeout: Duration,
-) -> Result<(), Ending> {
-    let batch = outbox.take().map_err(|_| Ending::SlowConsumer)?;
-    if batch.is_empty() {
-        return Ok(());
-    }
-    let write = async {
-        for frame in batch {
-            socket.feed(frame).await?;
+/// Writes everything queued in the outbox, flushing after each batch, until it
+/// is empty. A writer blocked on a client that does not read gives up as soon
+/// as the queue overflows, rather than waiting out `write-timeout`.
+async fn write_queued(socket: &mut WebSocket, outbox: &Outbox, write_timeout: Duration) -> Result<(), Ending> {
+    loop {
+        let batch = outbox.take().map_err(|_| Ending::SlowConsumer)?;
+        if batch.is_empty() {
+            return Ok(());
         }
-        socket.flush().await
-    };
-    match timeout(write_timeout, write).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(_)) => Err(Ending::ClientGone),
-        Err(_) => Err(Ending::WriteTimeout),
+        let write = async {
+            for frame in batch {
+                socket.feed(frame).await?;
+            }
+            socket.flush().await
+        };
+        // Watching for overflow consumes wake-ups meant for the main loop; the
+        // `take` at the top of this loop picks up whatever they announced.
+        let overflow = async {
+            while !outbox.is_overflowed() {
+                outbox.ready().await;
+            }
+        };
+        tokio::select! {
+            written = timeout(write_timeout, write) => match written {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err(Ending::ClientGone),
+                Err(_) => return Err(Ending::WriteTimeout),
+            },
+            () = overflow => return Err(Ending::SlowConsumer),
+        }
     }
 }
 

@@ -97,6 +97,11 @@ impl Outbox {
         Ok(std::mem::take(&mut state.queue))
     }
 
+    /// Whether a push has overflowed the queue.
+    pub fn is_overflowed(&self) -> bool {
+        self.lock().overflowed
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         // The lock guards plain data with no invariants a panic could break.
         self.state
