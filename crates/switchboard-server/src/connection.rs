@@ -206,7 +206,11 @@ pub async fn drive(
 /// Writes everything queued in the outbox, flushing after each batch, until it
 /// is empty. A writer blocked on a client that does not read gives up as soon
 /// as the queue overflows, rather than waiting out `write-timeout`.
-async fn write_queued(socket: &mut WebSocket, outbox: &Outbox, write_timeout: Duration) -> Result<(), Ending> {
+async fn write_queued(
+    socket: &mut WebSocket,
+    outbox: &Outbox,
+    write_timeout: Duration,
+) -> Result<(), Ending> {
     loop {
         let batch = outbox.take().map_err(|_| Ending::SlowConsumer)?;
         if batch.is_empty() {

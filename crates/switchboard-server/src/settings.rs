@@ -147,10 +147,15 @@ impl Settings {
         let mut merged =
             toml::Table::try_from(&self).expect("settings always serialise to a table");
         for (key, value) in file {
-            let explicit = matches!(
-                matches.value_source(&key.replace('-', "_")),
-                Some(ValueSource::CommandLine | ValueSource::EnvVariable)
-            );
+            let id = key.replace('-', "_");
+            // An unknown key is not an argument id; it is refused by the
+            // deserialisation below, with its name.
+            let known = matches.try_get_raw(&id).is_ok();
+            let explicit = known
+                && matches!(
+                    matches.value_source(&id),
+                    Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+                );
             if !explicit {
                 merged.insert(key, value);
             }
