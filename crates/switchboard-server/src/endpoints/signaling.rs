@@ -268,6 +268,7 @@ impl Session {
         };
         match self.app.hub.relay(&self.rooms, target, stamped.into()) {
             Ok(()) => {
+                self.app.metrics.messages_out(relay.kind.as_str(), 1);
                 if let Some(rid) = rid {
                     self.send(encode::ack(rid), "ack");
                 }

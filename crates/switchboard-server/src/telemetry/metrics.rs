@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 
 use metrics::{counter, gauge, Counter, Gauge};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use switchboard_protocol::{ErrorCode, RelayKind};
+use switchboard_protocol::ErrorCode;
 
 /// The WebSocket endpoints, as metric labels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,9 +45,21 @@ pub enum SseEndpoint {
 }
 
 /// Client message types as counted; anything that failed to decode is `invalid`.
-const INBOUND_TYPES: [&str; 6] = ["join", "leave", "broadcast", "ping", "relay", "invalid"];
+const INBOUND_TYPES: [&str; 11] = [
+    "join",
+    "leave",
+    "broadcast",
+    "ping",
+    "sdp",
+    "ice-candidate",
+    "offer",
+    "answer",
+    "candidate",
+    "signal",
+    "invalid",
+];
 /// Server message types as counted.
-const OUTBOUND_TYPES: [&str; 10] = [
+const OUTBOUND_TYPES: [&str; 15] = [
     "welcome",
     "joined",
     "peer-joined",
@@ -57,7 +69,12 @@ const OUTBOUND_TYPES: [&str; 10] = [
     "ack",
     "pong",
     "error",
-    "relay",
+    "sdp",
+    "ice-candidate",
+    "offer",
+    "answer",
+    "candidate",
+    "signal",
 ];
 
 /// Every series the server writes.
@@ -127,11 +144,7 @@ impl Metrics {
 
     /// Counts one client message by its `type` (`None`: it did not decode).
     pub fn message_in(&self, type_name: Option<&str>) {
-        let label = match type_name {
-            Some(t) if RelayKind::from_wire(t).is_some() => "relay",
-            Some(t) => t,
-            None => "invalid",
-        };
+        let label = type_name.unwrap_or("invalid");
         let index = INBOUND_TYPES
             .iter()
             .position(|t| *t == label)
@@ -150,6 +163,20 @@ impl Metrics {
     pub fn error(&self, code: ErrorCode) {
         if let Some(index) = ErrorCode::ALL.iter().position(|c| *c == code) {
             self.errors[index].increment(1);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use switchboard_protocol::RelayKind;
+
+    #[test]
+    fn every_relay_kind_has_its_own_series_both_ways() {
+        for kind in RelayKind::ALL {
+            assert!(INBOUND_TYPES.contains(&kind.as_str()), "{kind:?} in");
+            assert!(OUTBOUND_TYPES.contains(&kind.as_str()), "{kind:?} out");
         }
     }
 }
