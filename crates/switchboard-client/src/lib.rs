@@ -73,7 +73,7 @@ impl Client {
             timeout: DEFAULT_TIMEOUT,
         };
         match client.recv().await? {
-            ServerMessage::Welcome { id } => client.id = id,
+            ServerMessage::Welcome { id, .. } => client.id = id,
             other => return Err(ClientError::Unexpected(Box::new(other))),
         }
         Ok(client)

@@ -25,8 +25,13 @@ pub struct PeerInfo {
 /// A message from the server, as a client decodes it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ServerMessage {
-    /// First message on every connection: the peer id the server assigned.
-    Welcome { id: String },
+    /// First message on every connection: the peer id the server assigned, and
+    /// the ICE servers to use (in `RTCConfiguration.iceServers` form) if the
+    /// server has any configured.
+    Welcome {
+        id: String,
+        ice_servers: Option<Value>,
+    },
     /// Reply to `join`: the room, its capacity, and who was already there.
     Joined {
         room: String,
@@ -78,6 +83,8 @@ pub enum ServerMessage {
 enum Tagged {
     Welcome {
         id: String,
+        #[serde(default, rename = "iceServers")]
+        ice_servers: Option<Value>,
     },
     Joined {
         room: String,
@@ -143,7 +150,7 @@ impl ServerMessage {
             });
         }
         Ok(match serde_json::from_value(value)? {
-            Tagged::Welcome { id } => ServerMessage::Welcome { id },
+            Tagged::Welcome { id, ice_servers } => ServerMessage::Welcome { id, ice_servers },
             Tagged::Joined {
                 room,
                 capacity,
@@ -195,6 +202,8 @@ pub mod encode {
     enum Out<'a> {
         Welcome {
             id: &'a str,
+            #[serde(rename = "iceServers", skip_serializing_if = "Option::is_none")]
+            ice_servers: Option<&'a RawValue>,
         },
         Joined {
             room: &'a str,
@@ -258,9 +267,9 @@ pub mod encode {
         serde_json::to_string(out).expect("server messages always serialise")
     }
 
-    /// `{"type":"welcome","id":...}`
-    pub fn welcome(id: &str) -> String {
-        write(&Out::Welcome { id })
+    /// `{"type":"welcome","id":...,"iceServers":[...]}`; `iceServers` only when given.
+    pub fn welcome(id: &str, ice_servers: Option<&RawValue>) -> String {
+        write(&Out::Welcome { id, ice_servers })
     }
 
     /// `{"type":"joined","room":...,"capacity":...,"peers":[...]}`
@@ -339,7 +348,20 @@ mod tests {
         let meta = raw(r#"{"name":"Ada"}"#);
         let rid = raw("\"r-1\"");
         let cases = vec![
-            (welcome("p1"), ServerMessage::Welcome { id: "p1".into() }),
+            (
+                welcome("p1", None),
+                ServerMessage::Welcome {
+                    id: "p1".into(),
+                    ice_servers: None,
+                },
+            ),
+            (
+                welcome("p1", Some(&raw(r#"[{"urls":["stun:127.0.0.1:3478"]}]"#))),
+                ServerMessage::Welcome {
+                    id: "p1".into(),
+                    ice_servers: Some(json!([{"urls": ["stun:127.0.0.1:3478"]}])),
+                },
+            ),
             (
                 joined(
                     "lobby",
@@ -422,7 +444,7 @@ mod tests {
             left,
             json!({"type":"peer-left","data":"abc","room":"default"})
         );
-        let welcome: Value = serde_json::from_str(&welcome("abc")).unwrap();
+        let welcome: Value = serde_json::from_str(&welcome("abc", None)).unwrap();
         assert_eq!(welcome, json!({"type":"welcome","id":"abc"}));
     }
 

@@ -28,6 +28,8 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     /// Readiness and shutdown.
     pub lifecycle: Lifecycle,
+    /// The `iceServers` of every `welcome`, serialised once.
+    pub ice_servers: Option<Box<serde_json::value::RawValue>>,
 }
 
 impl App {
@@ -39,6 +41,7 @@ impl App {
             channels: Channels::default(),
             metrics,
             lifecycle: Lifecycle::default(),
+            ice_servers: settings.ice_servers_json(),
             settings,
         })
     }

@@ -104,6 +104,27 @@ pub struct Settings {
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
 
+    /// A STUN or TURN server URL (`stun:`, `stuns:`, `turn:`, `turns:`) sent to
+    /// every peer in `welcome` as `iceServers`. Repeat the flag for several; in the
+    /// environment, separate them with commas.
+    #[arg(
+        long = "ice-server",
+        env = "SWITCHBOARD_ICE_SERVERS",
+        value_delimiter = ','
+    )]
+    #[serde(default)]
+    pub ice_servers: Vec<String>,
+
+    /// Username for the `turn:`/`turns:` servers (static credentials).
+    #[arg(long, env = "SWITCHBOARD_TURN_USERNAME")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub turn_username: Option<String>,
+
+    /// Credential for the `turn:`/`turns:` servers (static credentials).
+    #[arg(long, env = "SWITCHBOARD_TURN_CREDENTIAL")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub turn_credential: Option<String>,
+
     /// Runtime worker threads (0: one per CPU core).
     #[arg(long, env = "SWITCHBOARD_WORKERS", default_value_t = 0)]
     pub workers: usize,
@@ -205,10 +226,46 @@ impl Settings {
                 "must be at least 1",
             ),
         ];
-        match checks.into_iter().find(|(ok, _, _)| !ok) {
-            Some((_, name, reason)) => Err(SettingsError::Invalid { name, reason }),
-            None => Ok(()),
+        if let Some((_, name, reason)) = checks.into_iter().find(|(ok, _, _)| !ok) {
+            return Err(SettingsError::Invalid { name, reason });
         }
+        let schemes = ["stun:", "stuns:", "turn:", "turns:"];
+        if !self
+            .ice_servers
+            .iter()
+            .all(|url| schemes.iter().any(|s| url.starts_with(s)))
+        {
+            return Err(SettingsError::Invalid {
+                name: "ice-server",
+                reason: "must be a stun:, stuns:, turn: or turns: URL",
+            });
+        }
+        Ok(())
+    }
+
+    /// The `iceServers` array for `welcome`, as JSON; `None` when none are configured.
+    pub fn ice_servers_json(&self) -> Option<Box<serde_json::value::RawValue>> {
+        if self.ice_servers.is_empty() {
+            return None;
+        }
+        let (turn, stun): (Vec<&String>, Vec<&String>) = self
+            .ice_servers
+            .iter()
+            .partition(|url| url.starts_with("turn"));
+        let mut servers = Vec::new();
+        if !stun.is_empty() {
+            servers.push(serde_json::json!({ "urls": stun }));
+        }
+        if !turn.is_empty() {
+            let mut entry = serde_json::json!({ "urls": turn });
+            if let (Some(username), Some(credential)) = (&self.turn_username, &self.turn_credential)
+            {
+                entry["username"] = username.as_str().into();
+                entry["credential"] = credential.as_str().into();
+            }
+            servers.push(entry);
+        }
+        serde_json::value::to_raw_value(&servers).ok()
     }
 }
 
@@ -269,6 +326,35 @@ mod tests {
         let (settings, matches) = parse(&["x"]);
         let err = settings.merge_file(&matches, &path).unwrap_err();
         assert!(err.to_string().contains("max-mesage-size"), "{err}");
+    }
+
+    #[test]
+    fn ice_servers_group_stun_and_turn_with_credentials() {
+        let (settings, _) = parse(&[
+            "x",
+            "--ice-server",
+            "stun:127.0.0.1:3478",
+            "--ice-server",
+            "turn:127.0.0.1:3478?transport=udp",
+            "--turn-username",
+            "u",
+            "--turn-credential",
+            "p",
+        ]);
+        settings.validate().unwrap();
+        let json: serde_json::Value =
+            serde_json::from_str(settings.ice_servers_json().unwrap().get()).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!([
+                {"urls": ["stun:127.0.0.1:3478"]},
+                {"urls": ["turn:127.0.0.1:3478?transport=udp"], "username": "u", "credential": "p"},
+            ])
+        );
+        let (none, _) = parse(&["x"]);
+        assert!(none.ice_servers_json().is_none());
+        let (bad, _) = parse(&["x", "--ice-server", "http://nope"]);
+        assert!(bad.validate().is_err());
     }
 
     #[test]

@@ -208,6 +208,44 @@ async fn health_readiness_and_metrics_answer() {
     assert_eq!(http_get(server.addr, "/nope").await.0, 404);
 }
 
+#[tokio::test]
+async fn demo_pages_and_the_sdk_are_served_with_revalidation() {
+    let server = Server::start(&[]);
+    let (status, head, body) = support::http_get_with(server.addr, "/", "").await;
+    assert_eq!(status, 200);
+    assert!(head.contains("content-type: text/html"), "{head}");
+    assert!(body.to_ascii_lowercase().contains("<html"), "{body}");
+
+    let (status, head, body) = support::http_get_with(server.addr, "/sdk/switchboard.js", "").await;
+    assert_eq!(status, 200);
+    assert!(
+        head.contains("content-type: text/javascript")
+            || head.contains("content-type: application/javascript"),
+        "{head}"
+    );
+    assert!(body.contains("export"), "the SDK is an ES module");
+    let etag = head
+        .lines()
+        .find_map(|line| line.strip_prefix("etag: "))
+        .expect("an etag")
+        .to_owned();
+    let (status, _, body) = support::http_get_with(
+        server.addr,
+        "/sdk/switchboard.js",
+        &format!("If-None-Match: {etag}\r\n"),
+    )
+    .await;
+    assert_eq!((status, body.as_str()), (304, ""));
+
+    assert_eq!(
+        http_get(server.addr, "/sdk/Cargo.toml").await.0,
+        404,
+        "only the SDK files are exposed"
+    );
+    assert_eq!(http_get(server.addr, "/no-such-page.html").await.0, 404);
+    assert_eq!(http_get(server.addr, "/../Cargo.toml").await.0, 404);
+}
+
 /// The `data:` JSON of every complete event.
 fn parse_data(stream: &str) -> Vec<Value> {
     stream

@@ -511,6 +511,58 @@ fn raw_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
 }
 
 #[tokio::test]
+async fn welcome_carries_the_configured_ice_servers_and_only_then() {
+    let server = Server::start(&[
+        "--ice-server",
+        "stun:127.0.0.1:3478",
+        "--ice-server",
+        "turn:127.0.0.1:3478",
+        "--turn-username",
+        "user",
+        "--turn-credential",
+        "secret",
+    ]);
+    let (mut socket, _) = tokio_tungstenite::connect_async(server.ws_url("/ws"))
+        .await
+        .unwrap();
+    let welcome = match futures_util::StreamExt::next(&mut socket)
+        .await
+        .unwrap()
+        .unwrap()
+    {
+        Message::Text(text) => serde_json::from_str::<Value>(&text).unwrap(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        welcome["iceServers"],
+        json!([
+            {"urls": ["stun:127.0.0.1:3478"]},
+            {"urls": ["turn:127.0.0.1:3478"], "username": "user", "credential": "secret"},
+        ])
+    );
+
+    let plain = Server::start(&[]);
+    let (mut socket, _) = tokio_tungstenite::connect_async(plain.ws_url("/ws"))
+        .await
+        .unwrap();
+    match futures_util::StreamExt::next(&mut socket)
+        .await
+        .unwrap()
+        .unwrap()
+    {
+        Message::Text(text) => {
+            let welcome: Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(
+                welcome.as_object().unwrap().len(),
+                2,
+                "exactly the seed shape: {welcome}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
 async fn welcome_ids_are_long_random_and_url_safe() {
     let server = Server::start(&[]);
     let mut ids = std::collections::HashSet::new();

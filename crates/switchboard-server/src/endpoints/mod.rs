@@ -5,6 +5,7 @@ pub mod echo;
 pub mod health;
 pub mod signaling;
 pub mod sse;
+pub mod static_files;
 
 use std::sync::Arc;
 
@@ -24,5 +25,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
+        .route("/sdk/{file}", get(static_files::sdk))
+        .fallback(get(static_files::page))
         .with_state(app)
 }

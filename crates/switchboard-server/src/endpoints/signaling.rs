@@ -55,7 +55,10 @@ async fn run(socket: WebSocket, app: Arc<App>) {
         outbox: outbox.clone(),
         rooms: Vec::new(),
     };
-    session.send(encode::welcome(id.as_str()), "welcome");
+    session.send(
+        encode::welcome(id.as_str(), app.ice_servers.as_deref()),
+        "welcome",
+    );
     debug!(peer = %id, "signaling peer connected");
 
     let shutdown = app.lifecycle.close_connections.clone();
