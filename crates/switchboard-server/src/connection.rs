@@ -20,8 +20,9 @@ use tokio::time::{sleep_until, timeout, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
+use crate::app::App;
 use crate::outbox::Outbox;
-use crate::telemetry::metrics::Metrics;
+use crate::telemetry::metrics::{Endpoint, Metrics};
 
 /// What an endpoint does with the frames its clients send.
 ///
@@ -140,6 +141,31 @@ impl Keepalive {
             None => KeepaliveAction::Wait,
         }
     }
+}
+
+/// Runs one connection of `endpoint` to its end: counted in the connections
+/// gauge, and tracked so that shutdown waits for it.
+pub async fn run(
+    app: &App,
+    endpoint: Endpoint,
+    socket: WebSocket,
+    outbox: Arc<Outbox>,
+    handler: impl Handler,
+) {
+    let _tracked = app.lifecycle.connections.token();
+    let gauge = app.metrics.connections(endpoint);
+    gauge.increment(1.0);
+    let shutdown = app.lifecycle.close_connections.clone();
+    drive(
+        socket,
+        outbox,
+        handler,
+        app.timings(),
+        shutdown,
+        &app.metrics,
+    )
+    .await;
+    gauge.decrement(1.0);
 }
 
 /// Runs one connection until it ends, then closes it politely where that makes sense.

@@ -42,10 +42,6 @@ pub async fn upgrade(upgrade: WebSocketUpgrade, State(app): State<Arc<App>>) -> 
 }
 
 async fn run(socket: WebSocket, app: Arc<App>) {
-    let _tracked = app.lifecycle.connections.token();
-    let gauge = app.metrics.connections(Endpoint::Signaling);
-    gauge.increment(1.0);
-
     let id = PeerId::random();
     let outbox = app.outbox();
     app.hub.connect(id);
@@ -60,18 +56,7 @@ async fn run(socket: WebSocket, app: Arc<App>) {
         "welcome",
     );
     debug!(peer = %id, "signaling peer connected");
-
-    let shutdown = app.lifecycle.close_connections.clone();
-    connection::drive(
-        socket,
-        outbox,
-        session,
-        app.timings(),
-        shutdown,
-        &app.metrics,
-    )
-    .await;
-    gauge.decrement(1.0);
+    connection::run(&app, Endpoint::Signaling, socket, outbox, session).await;
 }
 
 /// One signaling peer.

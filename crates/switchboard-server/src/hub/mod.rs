@@ -16,7 +16,7 @@ use std::sync::Arc;
 use axum::extract::ws::{Message, Utf8Bytes};
 use dashmap::DashMap;
 use serde_json::value::RawValue;
-use switchboard_protocol::server::encode::{self, PeerRef};
+use switchboard_protocol::server::encode;
 use tokio::sync::broadcast;
 
 use crate::outbox::Outbox;
@@ -119,15 +119,7 @@ impl Hub {
         }
         let shown_capacity = room.capacity.map(|c| c.min(self.max_peers_per_room));
 
-        let peers = room
-            .members
-            .iter()
-            .map(|(id, m)| PeerRef {
-                id: id.as_str(),
-                meta: m.meta.as_deref(),
-            })
-            .collect();
-        let joined = encode::joined(room_name, shown_capacity, peers, rid);
+        let joined = encode::joined(room_name, shown_capacity, room.peer_refs(), rid);
         // The newcomer's own queue: an overflow here closes it, nothing to undo.
         let _ = outbox.push(Message::Text(joined.into()));
         self.metrics.messages_out("joined", 1);
@@ -268,15 +260,7 @@ impl Hub {
 }
 
 fn room_state(room_name: &str, room: &Room) -> Utf8Bytes {
-    let peers = room
-        .members
-        .iter()
-        .map(|(id, m)| PeerRef {
-            id: id.as_str(),
-            meta: m.meta.as_deref(),
-        })
-        .collect();
-    encode::room_state(room_name, peers).into()
+    encode::room_state(room_name, room.peer_refs()).into()
 }
 
 #[cfg(test)]

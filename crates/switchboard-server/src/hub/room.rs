@@ -5,6 +5,7 @@ use std::sync::Arc;
 use axum::extract::ws::Utf8Bytes;
 use indexmap::IndexMap;
 use serde_json::value::RawValue;
+use switchboard_protocol::server::encode::PeerRef;
 use tokio::sync::broadcast;
 
 use crate::outbox::Outbox;
@@ -49,6 +50,17 @@ impl Room {
                 .observers
                 .as_ref()
                 .is_none_or(|tx| tx.receiver_count() == 0)
+    }
+
+    /// The members as the protocol lists them, oldest first.
+    pub fn peer_refs(&self) -> Vec<PeerRef<'_>> {
+        self.members
+            .iter()
+            .map(|(id, m)| PeerRef {
+                id: id.as_str(),
+                meta: m.meta.as_deref(),
+            })
+            .collect()
     }
 
     /// Sends a membership event to the observers, if there are any.
