@@ -12,8 +12,7 @@ use serde_json::json;
 use switchboard_client::Client;
 
 fn rss_kib(pid: &str) -> u64 {
-    let status =
-        std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc/PID/status");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc/PID/status");
     status
         .lines()
         .find_map(|line| line.strip_prefix("VmRSS:"))
@@ -29,20 +28,14 @@ async fn main() {
         std::process::exit(2);
     };
     let count: usize = count.parse().expect("count");
-    let rooms: usize = rest
-        .first()
-        .map_or(count / 10, |r| r.parse().expect("rooms"))
-        .max(1);
+    let rooms: usize = rest.first().map_or(count / 10, |r| r.parse().expect("rooms")).max(1);
 
     let before = rss_kib(pid);
     let started = Instant::now();
     let mut clients = Vec::with_capacity(count);
     for i in 0..count {
         let mut client = Client::connect(url).await.expect("connect");
-        client
-            .send(&json!({"type": "join", "room": format!("room-{}", i % rooms)}))
-            .await
-            .expect("join");
+        client.send(&json!({"type": "join", "room": format!("room-{}", i % rooms)})).await.expect("join");
         client.recv().await.expect("joined");
         clients.push(client);
     }

@@ -41,10 +41,7 @@ pub enum ClientError {
     WebSocket(#[from] tokio_tungstenite::tungstenite::Error),
     /// The server sent a frame this client cannot decode.
     #[error("undecodable frame {frame:?}: {source}")]
-    Decode {
-        frame: String,
-        source: serde_json::Error,
-    },
+    Decode { frame: String, source: serde_json::Error },
     /// Nothing arrived in time.
     #[error("timed out waiting for a message")]
     Timeout,
@@ -67,11 +64,7 @@ impl Client {
     /// Connects and reads the `welcome`.
     pub async fn connect(url: &str) -> Result<Client, ClientError> {
         let (socket, _response) = tokio_tungstenite::connect_async(url).await?;
-        let mut client = Client {
-            socket,
-            id: String::new(),
-            timeout: DEFAULT_TIMEOUT,
-        };
+        let mut client = Client { socket, id: String::new(), timeout: DEFAULT_TIMEOUT };
         match client.recv().await? {
             ServerMessage::Welcome { id, .. } => client.id = id,
             other => return Err(ClientError::Unexpected(Box::new(other))),
@@ -112,9 +105,7 @@ impl Client {
                 }
             }
         };
-        tokio::time::timeout(self.timeout, next)
-            .await
-            .map_err(|_| ClientError::Timeout)?
+        tokio::time::timeout(self.timeout, next).await.map_err(|_| ClientError::Timeout)?
     }
 
     /// The next message, decoded.
@@ -138,12 +129,7 @@ impl Client {
     }
 
     /// Sends a relay message of `kind` to `target`, with extra fields from `body`.
-    pub async fn relay(
-        &mut self,
-        kind: &str,
-        target: &str,
-        body: Value,
-    ) -> Result<(), ClientError> {
+    pub async fn relay(&mut self, kind: &str, target: &str, body: Value) -> Result<(), ClientError> {
         let mut message = match body {
             Value::Object(map) => map,
             _ => serde_json::Map::new(),

@@ -41,12 +41,11 @@ pub enum ClientMessage<'a> {
     /// Forward the frame to one peer (`sdp`, `offer`, `ice-candidate`, ...).
     Relay(Relay<'a>),
     /// Send `data` to every other peer in a room.
-    Broadcast {
-        room: Option<Cow<'a, str>>,
-        data: &'a RawValue,
-    },
+    Broadcast { room: Option<Cow<'a, str>>, data: &'a RawValue },
     /// Application-level keepalive; answered with `pong`.
     Ping,
+    /// Presents a token: the first message, when the server waits for one.
+    Auth { token: Cow<'a, str> },
 }
 
 /// The routing part of a relay frame. The body stays in the original bytes.
@@ -69,6 +68,7 @@ impl ClientMessage<'_> {
             ClientMessage::Relay(relay) => relay.kind.as_str(),
             ClientMessage::Broadcast { .. } => "broadcast",
             ClientMessage::Ping => "ping",
+            ClientMessage::Auth { .. } => "auth",
         }
     }
 }
@@ -105,6 +105,8 @@ struct Envelope<'a> {
     data: Option<&'a RawValue>,
     #[serde(borrow)]
     capacity: Option<&'a RawValue>,
+    #[serde(borrow)]
+    token: Option<&'a RawValue>,
 }
 
 /// Decodes one text frame from a client.
@@ -127,37 +129,23 @@ pub fn decode<'a>(frame: &'a str) -> Result<Request<'a>, DecodeError<'a>> {
     if let Some(rid) = rid {
         check_rid(rid).map_err(|message| fail(ErrorCode::InvalidField, message))?;
     }
-    let kind = envelope
-        .kind
-        .ok_or_else(|| fail(ErrorCode::MissingField, "field `type` is required".into()))?;
-    let kind = string(kind).ok_or_else(|| {
-        fail(
-            ErrorCode::InvalidField,
-            "field `type` must be a string".into(),
-        )
-    })?;
+    let kind = envelope.kind.ok_or_else(|| fail(ErrorCode::MissingField, "field `type` is required".into()))?;
+    let kind = string(kind).ok_or_else(|| fail(ErrorCode::InvalidField, "field `type` must be a string".into()))?;
 
-    let optional_string =
-        |raw: Option<&'a RawValue>, name: &str| -> Result<Option<Cow<'a, str>>, DecodeError<'a>> {
-            match raw {
-                None => Ok(None),
-                Some(raw) => string(raw).map(Some).ok_or_else(|| {
-                    fail(
-                        ErrorCode::InvalidField,
-                        format!("field `{name}` must be a string"),
-                    )
-                }),
-            }
-        };
+    let optional_string = |raw: Option<&'a RawValue>, name: &str| -> Result<Option<Cow<'a, str>>, DecodeError<'a>> {
+        match raw {
+            None => Ok(None),
+            Some(raw) => string(raw)
+                .map(Some)
+                .ok_or_else(|| fail(ErrorCode::InvalidField, format!("field `{name}` must be a string"))),
+        }
+    };
 
     let message = match kind.as_ref() {
         "join" => {
             let meta = match envelope.meta {
                 Some(meta) if !meta.get().starts_with('{') => {
-                    return Err(fail(
-                        ErrorCode::InvalidField,
-                        "field `meta` must be a JSON object".into(),
-                    ))
+                    return Err(fail(ErrorCode::InvalidField, "field `meta` must be a JSON object".into()))
                 }
                 meta => meta,
             };
@@ -166,48 +154,31 @@ pub fn decode<'a>(frame: &'a str) -> Result<Request<'a>, DecodeError<'a>> {
                 Some(raw) => match raw.get().parse::<u32>() {
                     Ok(n) if n > 0 => Some(n),
                     _ => {
-                        return Err(fail(
-                            ErrorCode::InvalidField,
-                            "field `capacity` must be a positive integer".into(),
-                        ))
+                        return Err(fail(ErrorCode::InvalidField, "field `capacity` must be a positive integer".into()))
                     }
                 },
             };
-            ClientMessage::Join {
-                room: optional_string(envelope.room, "room")?,
-                meta,
-                capacity,
-            }
+            ClientMessage::Join { room: optional_string(envelope.room, "room")?, meta, capacity }
         }
-        "leave" => ClientMessage::Leave {
-            room: optional_string(envelope.room, "room")?,
-        },
+        "leave" => ClientMessage::Leave { room: optional_string(envelope.room, "room")? },
         "broadcast" => {
-            let data = envelope
-                .data
-                .ok_or_else(|| fail(ErrorCode::MissingField, "field `data` is required".into()))?;
-            ClientMessage::Broadcast {
-                room: optional_string(envelope.room, "room")?,
-                data,
-            }
+            let data = envelope.data.ok_or_else(|| fail(ErrorCode::MissingField, "field `data` is required".into()))?;
+            ClientMessage::Broadcast { room: optional_string(envelope.room, "room")?, data }
         }
         "ping" => ClientMessage::Ping,
+        "auth" => {
+            let token = optional_string(envelope.token, "token")?
+                .ok_or_else(|| fail(ErrorCode::MissingField, "field `token` is required".into()))?;
+            ClientMessage::Auth { token }
+        }
         other => match RelayKind::from_wire(other) {
             Some(kind) => {
-                let target = optional_string(envelope.target, "target")?.ok_or_else(|| {
-                    fail(ErrorCode::MissingField, "field `target` is required".into())
-                })?;
-                ClientMessage::Relay(Relay {
-                    kind,
-                    target,
-                    has_from: envelope.from.is_some(),
-                })
+                let target = optional_string(envelope.target, "target")?
+                    .ok_or_else(|| fail(ErrorCode::MissingField, "field `target` is required".into()))?;
+                ClientMessage::Relay(Relay { kind, target, has_from: envelope.from.is_some() })
             }
             None => {
-                return Err(fail(
-                    ErrorCode::UnknownType,
-                    format!("unknown message type `{}`", clip(other, 64)),
-                ));
+                return Err(fail(ErrorCode::UnknownType, format!("unknown message type `{}`", clip(other, 64))));
             }
         },
     };
@@ -270,12 +241,8 @@ mod tests {
 
     #[test]
     fn seed_messages_decode() {
-        assert!(matches!(
-            decode(r#"{"type":"join"}"#).unwrap().message,
-            ClientMessage::Join { room: None, .. }
-        ));
-        let sdp =
-            decode(r#"{"type":"sdp","target":"abc","sdp":{"type":"offer","sdp":"v=0"}}"#).unwrap();
+        assert!(matches!(decode(r#"{"type":"join"}"#).unwrap().message, ClientMessage::Join { room: None, .. }));
+        let sdp = decode(r#"{"type":"sdp","target":"abc","sdp":{"type":"offer","sdp":"v=0"}}"#).unwrap();
         match sdp.message {
             ClientMessage::Relay(relay) => {
                 assert_eq!(relay.kind, RelayKind::Sdp);
@@ -284,9 +251,7 @@ mod tests {
             }
             other => panic!("expected relay, got {other:?}"),
         }
-        let ice =
-            decode(r#"{"type":"ice-candidate","target":"abc","candidate":{"candidate":"x"}}"#)
-                .unwrap();
+        let ice = decode(r#"{"type":"ice-candidate","target":"abc","candidate":{"candidate":"x"}}"#).unwrap();
         assert_eq!(ice.message.type_name(), "ice-candidate");
     }
 
@@ -298,14 +263,8 @@ mod tests {
             ("not json", ErrorCode::MalformedJson),
             ("[1,2]", ErrorCode::MalformedJson),
             ("\"join\"", ErrorCode::MalformedJson),
-            (
-                r#"{"type":"join","type":"leave"}"#,
-                ErrorCode::MalformedJson,
-            ),
-            (
-                r#"{"type":"sdp","target":"a","x":tru}"#,
-                ErrorCode::MalformedJson,
-            ),
+            (r#"{"type":"join","type":"leave"}"#, ErrorCode::MalformedJson),
+            (r#"{"type":"sdp","target":"a","x":tru}"#, ErrorCode::MalformedJson),
             ("{}", ErrorCode::MissingField),
             (r#"{"type":null}"#, ErrorCode::MissingField),
             (r#"{"type":5}"#, ErrorCode::InvalidField),
@@ -319,6 +278,8 @@ mod tests {
             (r#"{"type":"broadcast"}"#, ErrorCode::MissingField),
             (r#"{"type":"ping","rid":{"a":1}}"#, ErrorCode::InvalidField),
             (r#"{"type":"ping","rid":1.5}"#, ErrorCode::InvalidField),
+            (r#"{"type":"auth"}"#, ErrorCode::MissingField),
+            (r#"{"type":"auth","token":1}"#, ErrorCode::InvalidField),
         ];
         for (frame, expected) in cases {
             assert_eq!(code(frame), *expected, "frame {frame:?}");
@@ -336,19 +297,14 @@ mod tests {
     fn escaped_strings_are_unescaped() {
         let request = decode(r#"{"type":"join","room":"caf\u00e9"}"#).unwrap();
         match request.message {
-            ClientMessage::Join {
-                room: Some(room), ..
-            } => assert_eq!(room, "café"),
+            ClientMessage::Join { room: Some(room), .. } => assert_eq!(room, "café"),
             other => panic!("{other:?}"),
         }
     }
 
     #[test]
     fn forged_from_is_detected() {
-        match decode(r#"{"type":"signal","target":"a","from":"b"}"#)
-            .unwrap()
-            .message
-        {
+        match decode(r#"{"type":"signal","target":"a","from":"b"}"#).unwrap().message {
             ClientMessage::Relay(relay) => assert!(relay.has_from),
             other => panic!("{other:?}"),
         }

@@ -35,11 +35,19 @@ pub enum ErrorCode {
     BinaryNotSupported,
     /// The target could not take the message (its send queue is full).
     DeliveryFailed,
+    /// No valid token: the connection is closed (1008) after this error.
+    Unauthorized,
+    /// The token does not allow this (e.g. joining a room it does not list).
+    Forbidden,
+    /// The sender is over its message or byte rate; the message was dropped.
+    RateLimited,
+    /// A message that is valid, but not now (e.g. `auth` after `welcome`).
+    UnexpectedMessage,
 }
 
 impl ErrorCode {
     /// Every code, for documentation tests and metrics pre-registration.
-    pub const ALL: [ErrorCode; 13] = [
+    pub const ALL: [ErrorCode; 17] = [
         ErrorCode::MalformedJson,
         ErrorCode::UnknownType,
         ErrorCode::MissingField,
@@ -53,6 +61,10 @@ impl ErrorCode {
         ErrorCode::MessageTooLarge,
         ErrorCode::BinaryNotSupported,
         ErrorCode::DeliveryFailed,
+        ErrorCode::Unauthorized,
+        ErrorCode::Forbidden,
+        ErrorCode::RateLimited,
+        ErrorCode::UnexpectedMessage,
     ];
 
     /// The wire form, e.g. `"room-full"`.
@@ -71,6 +83,10 @@ impl ErrorCode {
             ErrorCode::MessageTooLarge => "message-too-large",
             ErrorCode::BinaryNotSupported => "binary-not-supported",
             ErrorCode::DeliveryFailed => "delivery-failed",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::RateLimited => "rate-limited",
+            ErrorCode::UnexpectedMessage => "unexpected-message",
         }
     }
 

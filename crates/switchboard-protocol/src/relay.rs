@@ -98,16 +98,12 @@ mod tests {
     fn stamp_keeps_every_field_and_adds_from() {
         let frame = r#"{"type":"sdp","target":"b","sdp":{"type":"offer","sdp":"v=0\r\n"}}"#;
         let out: Value = serde_json::from_str(&stamp_from(frame, "alice")).unwrap();
-        assert_eq!(
-            out,
-            json!({"type":"sdp","target":"b","from":"alice","sdp":{"type":"offer","sdp":"v=0\r\n"}})
-        );
+        assert_eq!(out, json!({"type":"sdp","target":"b","from":"alice","sdp":{"type":"offer","sdp":"v=0\r\n"}}));
     }
 
     #[test]
     fn stamp_tolerates_leading_whitespace() {
-        let out: Value =
-            serde_json::from_str(&stamp_from("  \n{\"type\":\"signal\"}", "x")).unwrap();
+        let out: Value = serde_json::from_str(&stamp_from("  \n{\"type\":\"signal\"}", "x")).unwrap();
         assert_eq!(out, json!({"type":"signal","from":"x"}));
     }
 

@@ -17,6 +17,9 @@ use crate::relay::RelayKind;
 pub struct PeerInfo {
     /// The peer id.
     pub id: String,
+    /// The authenticated user (the token's `sub`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
     /// The metadata the peer joined with, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub meta: Option<Value>,
@@ -28,53 +31,26 @@ pub enum ServerMessage {
     /// First message on every connection: the peer id the server assigned, and
     /// the ICE servers to use (in `RTCConfiguration.iceServers` form) if the
     /// server has any configured.
-    Welcome {
-        id: String,
-        ice_servers: Option<Value>,
-    },
+    Welcome { id: String, ice_servers: Option<Value> },
     /// Reply to `join`: the room, its capacity, and who was already there.
-    Joined {
-        room: String,
-        capacity: Option<u32>,
-        peers: Vec<PeerInfo>,
-        rid: Option<Value>,
-    },
+    Joined { room: String, capacity: Option<u32>, peers: Vec<PeerInfo>, rid: Option<Value> },
     /// Someone entered a room you are in. On the wire the id is in `data`.
-    PeerJoined {
-        id: String,
-        room: String,
-        meta: Option<Value>,
-    },
+    PeerJoined { id: String, room: String, user: Option<String>, meta: Option<Value> },
     /// Someone left a room you are in (or disconnected). The id is in `data`.
     PeerLeft { id: String, room: String },
     /// Reply to `leave`: the rooms you left.
-    Left {
-        rooms: Vec<String>,
-        rid: Option<Value>,
-    },
+    Left { rooms: Vec<String>, rid: Option<Value> },
     /// A room broadcast from another peer.
-    Broadcast {
-        from: String,
-        room: String,
-        data: Value,
-    },
+    Broadcast { from: String, room: String, data: Value },
     /// Confirms a relay or broadcast that carried a `rid`.
     Ack { rid: Value },
     /// Reply to `ping`.
     Pong { rid: Option<Value> },
     /// A refused message.
-    Error {
-        code: String,
-        message: String,
-        rid: Option<Value>,
-    },
+    Error { code: String, message: String, rid: Option<Value> },
     /// A relay message from another peer: the whole object as its sender wrote
     /// it, with `from` set by the server.
-    Relay {
-        kind: RelayKind,
-        from: String,
-        body: Value,
-    },
+    Relay { kind: RelayKind, from: String, body: Value },
 }
 
 /// The non-relay messages, as serde sees them.
@@ -97,6 +73,8 @@ enum Tagged {
     PeerJoined {
         data: String,
         room: String,
+        #[serde(default)]
+        user: Option<String>,
         #[serde(default)]
         meta: Option<Value>,
     },
@@ -133,40 +111,15 @@ impl ServerMessage {
     /// Decodes one text frame from the server.
     pub fn decode(frame: &str) -> Result<ServerMessage, serde_json::Error> {
         let value: Value = serde_json::from_str(frame)?;
-        let relay = value
-            .get("type")
-            .and_then(Value::as_str)
-            .and_then(RelayKind::from_wire);
+        let relay = value.get("type").and_then(Value::as_str).and_then(RelayKind::from_wire);
         if let Some(kind) = relay {
-            let from = value
-                .get("from")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned();
-            return Ok(ServerMessage::Relay {
-                kind,
-                from,
-                body: value,
-            });
+            let from = value.get("from").and_then(Value::as_str).unwrap_or_default().to_owned();
+            return Ok(ServerMessage::Relay { kind, from, body: value });
         }
         Ok(match serde_json::from_value(value)? {
             Tagged::Welcome { id, ice_servers } => ServerMessage::Welcome { id, ice_servers },
-            Tagged::Joined {
-                room,
-                capacity,
-                peers,
-                rid,
-            } => ServerMessage::Joined {
-                room,
-                capacity,
-                peers,
-                rid,
-            },
-            Tagged::PeerJoined { data, room, meta } => ServerMessage::PeerJoined {
-                id: data,
-                room,
-                meta,
-            },
+            Tagged::Joined { room, capacity, peers, rid } => ServerMessage::Joined { room, capacity, peers, rid },
+            Tagged::PeerJoined { data, room, user, meta } => ServerMessage::PeerJoined { id: data, room, user, meta },
             Tagged::PeerLeft { data, room } => ServerMessage::PeerLeft { id: data, room },
             Tagged::Left { rooms, rid } => ServerMessage::Left { rooms, rid },
             Tagged::Broadcast { from, room, data } => ServerMessage::Broadcast { from, room, data },
@@ -217,6 +170,8 @@ pub mod encode {
             data: &'a str,
             room: &'a str,
             #[serde(skip_serializing_if = "Option::is_none")]
+            user: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
             meta: Option<&'a RawValue>,
         },
         PeerLeft {
@@ -257,6 +212,9 @@ pub mod encode {
     pub struct PeerRef<'a> {
         /// The peer id.
         pub id: &'a str,
+        /// The authenticated user.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub user: Option<&'a str>,
         /// Its metadata.
         #[serde(skip_serializing_if = "Option::is_none")]
         pub meta: Option<&'a RawValue>,
@@ -273,27 +231,13 @@ pub mod encode {
     }
 
     /// `{"type":"joined","room":...,"capacity":...,"peers":[...]}`
-    pub fn joined(
-        room: &str,
-        capacity: Option<u32>,
-        peers: Vec<PeerRef<'_>>,
-        rid: Option<&RawValue>,
-    ) -> String {
-        write(&Out::Joined {
-            room,
-            capacity,
-            peers,
-            rid,
-        })
+    pub fn joined(room: &str, capacity: Option<u32>, peers: Vec<PeerRef<'_>>, rid: Option<&RawValue>) -> String {
+        write(&Out::Joined { room, capacity, peers, rid })
     }
 
     /// `{"type":"peer-joined","data":<id>,"room":...,"meta":...}`
-    pub fn peer_joined(id: &str, room: &str, meta: Option<&RawValue>) -> String {
-        write(&Out::PeerJoined {
-            data: id,
-            room,
-            meta,
-        })
+    pub fn peer_joined(id: &str, room: &str, user: Option<&str>, meta: Option<&RawValue>) -> String {
+        write(&Out::PeerJoined { data: id, room, user, meta })
     }
 
     /// `{"type":"peer-left","data":<id>,"room":...}`
@@ -348,13 +292,7 @@ mod tests {
         let meta = raw(r#"{"name":"Ada"}"#);
         let rid = raw("\"r-1\"");
         let cases = vec![
-            (
-                welcome("p1", None),
-                ServerMessage::Welcome {
-                    id: "p1".into(),
-                    ice_servers: None,
-                },
-            ),
+            (welcome("p1", None), ServerMessage::Welcome { id: "p1".into(), ice_servers: None }),
             (
                 welcome("p1", Some(&raw(r#"[{"urls":["stun:127.0.0.1:3478"]}]"#))),
                 ServerMessage::Welcome {
@@ -363,95 +301,58 @@ mod tests {
                 },
             ),
             (
-                joined(
-                    "lobby",
-                    Some(2),
-                    vec![PeerRef {
-                        id: "p2",
-                        meta: Some(&meta),
-                    }],
-                    Some(&rid),
-                ),
+                joined("lobby", Some(2), vec![PeerRef { id: "p2", user: Some("ada"), meta: Some(&meta) }], Some(&rid)),
                 ServerMessage::Joined {
                     room: "lobby".into(),
                     capacity: Some(2),
                     peers: vec![PeerInfo {
                         id: "p2".into(),
+                        user: Some("ada".into()),
                         meta: Some(json!({"name":"Ada"})),
                     }],
                     rid: Some(json!("r-1")),
                 },
             ),
             (
-                peer_joined("p3", "lobby", Some(&meta)),
+                peer_joined("p3", "lobby", Some("ada"), Some(&meta)),
                 ServerMessage::PeerJoined {
                     id: "p3".into(),
                     room: "lobby".into(),
+                    user: Some("ada".into()),
                     meta: Some(json!({"name":"Ada"})),
                 },
             ),
-            (
-                peer_left("p3", "lobby"),
-                ServerMessage::PeerLeft {
-                    id: "p3".into(),
-                    room: "lobby".into(),
-                },
-            ),
-            (
-                left(&["a", "b"], None),
-                ServerMessage::Left {
-                    rooms: vec!["a".into(), "b".into()],
-                    rid: None,
-                },
-            ),
+            (peer_left("p3", "lobby"), ServerMessage::PeerLeft { id: "p3".into(), room: "lobby".into() }),
+            (left(&["a", "b"], None), ServerMessage::Left { rooms: vec!["a".into(), "b".into()], rid: None }),
             (
                 broadcast("p1", "lobby", &raw("[1,2]")),
-                ServerMessage::Broadcast {
-                    from: "p1".into(),
-                    room: "lobby".into(),
-                    data: json!([1, 2]),
-                },
+                ServerMessage::Broadcast { from: "p1".into(), room: "lobby".into(), data: json!([1, 2]) },
             ),
             (ack(&rid), ServerMessage::Ack { rid: json!("r-1") }),
             (pong(None), ServerMessage::Pong { rid: None }),
             (
                 error(ErrorCode::RoomFull, "full", Some(&rid)),
-                ServerMessage::Error {
-                    code: "room-full".into(),
-                    message: "full".into(),
-                    rid: Some(json!("r-1")),
-                },
+                ServerMessage::Error { code: "room-full".into(), message: "full".into(), rid: Some(json!("r-1")) },
             ),
         ];
         for (frame, expected) in cases {
-            assert_eq!(
-                ServerMessage::decode(&frame).unwrap(),
-                expected,
-                "frame {frame}"
-            );
+            assert_eq!(ServerMessage::decode(&frame).unwrap(), expected, "frame {frame}");
         }
     }
 
     #[test]
     fn seed_shapes_are_exact() {
-        let joined: Value = serde_json::from_str(&peer_joined("abc", "default", None)).unwrap();
-        assert_eq!(
-            joined,
-            json!({"type":"peer-joined","data":"abc","room":"default"})
-        );
+        let joined: Value = serde_json::from_str(&peer_joined("abc", "default", None, None)).unwrap();
+        assert_eq!(joined, json!({"type":"peer-joined","data":"abc","room":"default"}));
         let left: Value = serde_json::from_str(&peer_left("abc", "default")).unwrap();
-        assert_eq!(
-            left,
-            json!({"type":"peer-left","data":"abc","room":"default"})
-        );
+        assert_eq!(left, json!({"type":"peer-left","data":"abc","room":"default"}));
         let welcome: Value = serde_json::from_str(&welcome("abc", None)).unwrap();
         assert_eq!(welcome, json!({"type":"welcome","id":"abc"}));
     }
 
     #[test]
     fn relay_frames_decode_with_their_whole_body() {
-        let frame =
-            r#"{"from":"a","type":"ice-candidate","target":"b","candidate":{"candidate":"c"}}"#;
+        let frame = r#"{"from":"a","type":"ice-candidate","target":"b","candidate":{"candidate":"c"}}"#;
         match ServerMessage::decode(frame).unwrap() {
             ServerMessage::Relay { kind, from, body } => {
                 assert_eq!(kind, RelayKind::IceCandidate);

@@ -4,11 +4,14 @@ use std::sync::Arc;
 
 use axum::extract::ws::WebSocketUpgrade;
 
+use crate::admission::{ConnectionLimits, OriginPolicy};
+use crate::auth::{AuthConfigError, Authenticator};
 use crate::channels::Channels;
 use crate::connection::Timings;
 use crate::hub::Hub;
 use crate::lifecycle::Lifecycle;
 use crate::outbox::{Outbox, QueueLimits};
+use crate::rate_limit::RateLimits;
 use crate::settings::Settings;
 use crate::telemetry::metrics::Metrics;
 
@@ -30,20 +33,35 @@ pub struct App {
     pub lifecycle: Lifecycle,
     /// The `iceServers` of every `welcome`, serialised once.
     pub ice_servers: Option<Box<serde_json::value::RawValue>>,
+    /// Token verification.
+    pub auth: Authenticator,
+    /// Which `Origin`s may open WebSockets.
+    pub origins: OriginPolicy,
+    /// Open connections, in total and per client IP.
+    pub limits: Arc<ConnectionLimits>,
 }
 
 impl App {
-    /// State for a server with these settings.
-    pub fn new(settings: Settings) -> Arc<App> {
+    /// State for a server with these settings; fails on a bad key setup.
+    pub fn new(settings: Settings) -> Result<Arc<App>, AuthConfigError> {
         let metrics = Arc::new(Metrics::install());
-        Arc::new(App {
+        let auth = Authenticator::new(
+            settings.auth,
+            settings.auth_secret.as_deref(),
+            settings.auth_public_key.as_deref(),
+            settings.auth_leeway,
+        )?;
+        Ok(Arc::new(App {
+            auth,
+            origins: OriginPolicy::new(&settings.allowed_origins),
+            limits: ConnectionLimits::new(settings.max_connections, settings.max_connections_per_ip),
             hub: Hub::new(settings.max_peers_per_room, metrics.clone()),
             channels: Channels::default(),
             metrics,
             lifecycle: Lifecycle::default(),
             ice_servers: settings.ice_servers_json(),
             settings,
-        })
+        }))
     }
 
     /// A fresh, empty outbox with the configured limits.
@@ -61,6 +79,11 @@ impl App {
             ping_timeout: self.settings.ping_timeout,
             write_timeout: self.settings.write_timeout,
         }
+    }
+
+    /// Fresh rate limiters for one connection whose largest accepted frame is `largest_frame`.
+    pub fn rate_limits(&self, largest_frame: usize) -> RateLimits {
+        RateLimits::new(self.settings.rate_limit_messages, self.settings.rate_limit_bytes, largest_frame)
     }
 
     /// Applies the memory-conscious WebSocket configuration, with `hard_limit`

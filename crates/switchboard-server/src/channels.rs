@@ -24,10 +24,7 @@ impl Channels {
     /// Adds a connection to a channel, returning its id there.
     pub fn subscribe(&self, channel: &Arc<str>, outbox: Arc<Outbox>) -> ConnectionId {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        self.channels
-            .entry(channel.clone())
-            .or_default()
-            .insert(id, outbox);
+        self.channels.entry(channel.clone()).or_default().insert(id, outbox);
         id
     }
 
@@ -41,8 +38,7 @@ impl Channels {
             None => false,
         };
         if empty {
-            self.channels
-                .remove_if(channel, |_, members| members.is_empty());
+            self.channels.remove_if(channel, |_, members| members.is_empty());
         }
     }
 
@@ -51,10 +47,6 @@ impl Channels {
         let Some(members) = self.channels.get(channel) else {
             return 0;
         };
-        members
-            .iter()
-            .filter(|(id, _)| **id != from)
-            .filter(|(_, outbox)| outbox.push(frame.clone()).is_ok())
-            .count()
+        members.iter().filter(|(id, _)| **id != from).filter(|(_, outbox)| outbox.push(frame.clone()).is_ok()).count()
     }
 }

@@ -22,6 +22,7 @@ use tracing::debug;
 
 use crate::app::App;
 use crate::outbox::Outbox;
+use crate::rate_limit::{Limit, RateLimits};
 use crate::telemetry::metrics::{Endpoint, Metrics};
 
 /// What an endpoint does with the frames its clients send.
@@ -36,6 +37,9 @@ pub trait Handler {
     fn on_binary(&mut self, data: Bytes);
     /// The connection is over; runs once, before the close frame is sent.
     fn on_close(&mut self);
+    /// A frame was dropped for breaking a rate limit. The default says nothing:
+    /// plain endpoints have no way to.
+    fn on_rate_limited(&mut self, _limit: Limit) {}
 }
 
 /// Timings every connection follows.
@@ -71,25 +75,22 @@ enum Ending {
     BadUtf8,
     /// A WebSocket protocol violation: 1002.
     ProtocolError,
+    /// Kept flooding past its rate limits: 1008.
+    Flooding,
 }
 
 impl Ending {
     fn close_frame(self) -> Option<CloseFrame> {
         let (code, reason) = match self {
             Ending::ShuttingDown => (close_code::AWAY, "server shutting down"),
-            Ending::SlowConsumer => (
-                close_code::POLICY,
-                "send queue overflow: client is not reading",
-            ),
+            Ending::SlowConsumer => (close_code::POLICY, "send queue overflow: client is not reading"),
             Ending::TooBig => (close_code::SIZE, "message too big"),
             Ending::BadUtf8 => (close_code::INVALID, "invalid UTF-8 in a text frame"),
             Ending::ProtocolError => (close_code::PROTOCOL, "protocol error"),
+            Ending::Flooding => (close_code::POLICY, "rate limit exceeded"),
             Ending::ClientGone | Ending::PingTimeout | Ending::WriteTimeout => return None,
         };
-        Some(CloseFrame {
-            code,
-            reason: Utf8Bytes::from_static(reason),
-        })
+        Some(CloseFrame { code, reason: Utf8Bytes::from_static(reason) })
     }
 }
 
@@ -108,11 +109,7 @@ enum KeepaliveAction {
 
 impl Keepalive {
     fn new(timings: Timings) -> Keepalive {
-        Keepalive {
-            timings,
-            last_heard: Instant::now(),
-            ping_sent: None,
-        }
+        Keepalive { timings, last_heard: Instant::now(), ping_sent: None }
     }
 
     fn heard(&mut self) {
@@ -151,20 +148,14 @@ pub async fn run(
     socket: WebSocket,
     outbox: Arc<Outbox>,
     handler: impl Handler,
+    largest_frame: usize,
 ) {
     let _tracked = app.lifecycle.connections.token();
     let gauge = app.metrics.connections(endpoint);
     gauge.increment(1.0);
     let shutdown = app.lifecycle.close_connections.clone();
-    drive(
-        socket,
-        outbox,
-        handler,
-        app.timings(),
-        shutdown,
-        &app.metrics,
-    )
-    .await;
+    let limits = app.rate_limits(largest_frame);
+    drive(socket, outbox, handler, app.timings(), &limits, shutdown, &app.metrics).await;
     gauge.decrement(1.0);
 }
 
@@ -174,6 +165,7 @@ pub async fn drive(
     outbox: Arc<Outbox>,
     mut handler: impl Handler,
     timings: Timings,
+    limits: &RateLimits,
     shutdown: CancellationToken,
     metrics: &Metrics,
 ) {
@@ -192,6 +184,19 @@ pub async fn drive(
             }
             inbound = socket.recv() => {
                 keepalive.heard();
+                let size = match &inbound {
+                    Some(Ok(Message::Text(text))) => Some(text.len()),
+                    Some(Ok(Message::Binary(data))) => Some(data.len()),
+                    _ => None,
+                };
+                if let Some(Err(limit)) = size.map(|size| limits.check(size)) {
+                    metrics.rate_limited(limit);
+                    handler.on_rate_limited(limit);
+                    if limits.strike() {
+                        break Ending::Flooding;
+                    }
+                    continue;
+                }
                 match inbound {
                     Some(Ok(Message::Text(text))) => handler.on_text(text),
                     Some(Ok(Message::Binary(data))) => handler.on_binary(data),
@@ -221,6 +226,7 @@ pub async fn drive(
     match ending {
         Ending::SlowConsumer => metrics.slow_consumers.increment(1),
         Ending::PingTimeout => metrics.ping_timeouts.increment(1),
+        Ending::Flooding => metrics.rate_limit_closes.increment(1),
         _ => {}
     }
     debug!(?ending, "connection ended");
@@ -232,11 +238,7 @@ pub async fn drive(
 /// Writes everything queued in the outbox, flushing after each batch, until it
 /// is empty. A writer blocked on a client that does not read gives up as soon
 /// as the queue overflows, rather than waiting out `write-timeout`.
-async fn write_queued(
-    socket: &mut WebSocket,
-    outbox: &Outbox,
-    write_timeout: Duration,
-) -> Result<(), Ending> {
+async fn write_queued(socket: &mut WebSocket, outbox: &Outbox, write_timeout: Duration) -> Result<(), Ending> {
     loop {
         let batch = outbox.take().map_err(|_| Ending::SlowConsumer)?;
         if batch.is_empty() {

@@ -16,13 +16,18 @@
 //! * [`hub`]: signaling rooms and peers: join, leave, relay, broadcast, observers.
 //! * [`channels`]: the plain fan-out groups of `/ws/broadcast`.
 //! * [`peer_id`]: unguessable, URL-safe peer ids.
+//! * [`admission`], [`auth`]: who may connect (origin, connection caps, client
+//!   IP behind proxies) and who they are (JWT verification, room patterns).
+//! * [`rate_limit`]: per-connection message and byte rates.
 //! * [`lifecycle`], [`app`]: readiness, shutdown tokens, and the shared state.
 //! * [`telemetry`]: `tracing` setup and Prometheus metrics.
 //!
 //! The wire format itself lives in the `switchboard-protocol` crate, shared with
 //! the Rust client. `ARCHITECTURE.md` at the repository root draws the whole map.
 
+pub mod admission;
 pub mod app;
+pub mod auth;
 pub mod channels;
 pub mod connection;
 pub mod endpoints;
@@ -30,6 +35,7 @@ pub mod hub;
 pub mod lifecycle;
 pub mod outbox;
 pub mod peer_id;
+pub mod rate_limit;
 pub mod server;
 pub mod settings;
 pub mod telemetry;

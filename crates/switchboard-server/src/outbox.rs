@@ -47,11 +47,7 @@ struct State {
 impl Outbox {
     /// An empty outbox.
     pub fn new(limits: QueueLimits) -> Outbox {
-        Outbox {
-            state: Mutex::new(State::default()),
-            ready: Notify::new(),
-            limits,
-        }
+        Outbox { state: Mutex::new(State::default()), ready: Notify::new(), limits }
     }
 
     /// Queues a frame for writing. Fails, and marks the outbox overflowed, when
@@ -104,9 +100,7 @@ impl Outbox {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         // The lock guards plain data with no invariants a panic could break.
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -132,12 +126,7 @@ mod tests {
         for text in ["a", "b", "c"] {
             outbox.push(Message::text(text)).unwrap();
         }
-        let taken: Vec<_> = outbox
-            .take()
-            .unwrap()
-            .into_iter()
-            .map(|m| m.into_text().unwrap())
-            .collect();
+        let taken: Vec<_> = outbox.take().unwrap().into_iter().map(|m| m.into_text().unwrap()).collect();
         assert_eq!(taken, ["a", "b", "c"]);
         assert!(outbox.take().unwrap().is_empty());
     }
@@ -169,8 +158,6 @@ mod tests {
     async fn ready_wakes_for_a_push_made_before_waiting() {
         let outbox = outbox(10, 1000);
         outbox.push(Message::text("a")).unwrap();
-        tokio::time::timeout(std::time::Duration::from_secs(1), outbox.ready())
-            .await
-            .unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(1), outbox.ready()).await.unwrap();
     }
 }

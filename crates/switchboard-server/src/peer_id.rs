@@ -20,9 +20,7 @@ impl PeerId {
         let mut bits = [0u8; 16];
         getrandom::fill(&mut bits).expect("the operating system's random source is available");
         let mut id = [0u8; PEER_ID_LEN];
-        let written = URL_SAFE_NO_PAD
-            .encode_slice(bits, &mut id)
-            .expect("16 bytes encode to 22 characters");
+        let written = URL_SAFE_NO_PAD.encode_slice(bits, &mut id).expect("16 bytes encode to 22 characters");
         debug_assert_eq!(written, PEER_ID_LEN);
         PeerId(id)
     }
@@ -30,10 +28,7 @@ impl PeerId {
     /// Reads an id a client sent; `None` if it cannot be one.
     pub fn parse(text: &str) -> Option<PeerId> {
         let bytes: [u8; PEER_ID_LEN] = text.as_bytes().try_into().ok()?;
-        bytes
-            .iter()
-            .all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_')
-            .then_some(PeerId(bytes))
+        bytes.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_').then_some(PeerId(bytes))
     }
 
     /// The id as text.
@@ -72,13 +67,7 @@ mod tests {
 
     #[test]
     fn parse_refuses_what_cannot_be_an_id() {
-        for bad in [
-            "",
-            "short",
-            "0123456789012345678901x",
-            "012345678901234567890/",
-            "ééééééééééé",
-        ] {
+        for bad in ["", "short", "0123456789012345678901x", "012345678901234567890/", "ééééééééééé"] {
             assert_eq!(PeerId::parse(bad), None, "{bad:?}");
         }
     }

@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
@@ -11,31 +12,39 @@ use crate::app::App;
 use crate::endpoints::router;
 use crate::settings::Settings;
 
+/// Why the server could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// Binding or serving failed.
+    #[error(transparent)]
+    Io(#[from] io::Error),
+    /// The authentication keys are unusable.
+    #[error(transparent)]
+    Auth(#[from] crate::auth::AuthConfigError),
+}
+
 /// Serves until `shutdown` resolves, then shuts down in stages:
 ///
 /// 1. `/readyz` fails, while the server keeps accepting for `shutdown-delay`;
 /// 2. the listener closes and every WebSocket is sent close 1001, every event stream ends;
 /// 3. the server waits up to `shutdown-timeout` for connections to finish, then returns.
-pub async fn serve(
-    settings: Settings,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> io::Result<()> {
-    let listener = TcpListener::bind(settings.listen).await?;
+pub async fn serve(settings: Settings, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
+    let app = App::new(settings)?;
+    let listener = TcpListener::bind(app.settings.listen).await?;
     let addr = listener.local_addr()?;
-    info!(%addr, "listening");
+    info!(%addr, auth = ?app.settings.auth, "listening");
 
-    let app = App::new(settings);
     let stop_accepting = app.lifecycle.close_connections.clone();
-    let http = axum::serve(listener, router(app.clone()))
-        .with_graceful_shutdown(async move { stop_accepting.cancelled().await });
+    let service = router(app.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let http = axum::serve(listener, service).with_graceful_shutdown(async move { stop_accepting.cancelled().await });
     let http = tokio::spawn(async move { http.await });
 
     shutdown.await;
     drain(&app).await;
     // Plain HTTP requests still in flight get the same deadline.
     match tokio::time::timeout(app.settings.shutdown_timeout, http).await {
-        Ok(Ok(result)) => result,
-        Ok(Err(join_error)) => Err(io::Error::other(join_error)),
+        Ok(Ok(result)) => Ok(result?),
+        Ok(Err(join_error)) => Err(io::Error::other(join_error).into()),
         Err(_) => {
             warn!("shutdown timeout reached with HTTP requests still open");
             Ok(())
@@ -52,14 +61,12 @@ async fn drain(app: &Arc<App>) {
     info!("closing connections");
     app.lifecycle.close_connections.cancel();
     app.lifecycle.connections.close();
-    let drained =
-        tokio::time::timeout(settings.shutdown_timeout, app.lifecycle.connections.wait()).await;
+    let drained = tokio::time::timeout(settings.shutdown_timeout, app.lifecycle.connections.wait()).await;
     match drained {
         Ok(()) => info!("all connections closed"),
-        Err(_) => warn!(
-            remaining = app.lifecycle.connections.len(),
-            "shutdown timeout reached with connections still open"
-        ),
+        Err(_) => {
+            warn!(remaining = app.lifecycle.connections.len(), "shutdown timeout reached with connections still open")
+        }
     }
 }
 

@@ -13,6 +13,9 @@ use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, ValueEnum};
 use serde::{Deserialize, Serialize};
 
+use crate::admission::TrustedProxy;
+use crate::auth::AuthMode;
+
 /// How logs are written to standard error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -32,12 +35,7 @@ pub struct Settings {
     pub listen: SocketAddr,
 
     /// Log format.
-    #[arg(
-        long,
-        env = "SWITCHBOARD_LOG_FORMAT",
-        value_enum,
-        default_value = "text"
-    )]
+    #[arg(long, env = "SWITCHBOARD_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
 
     /// Log filter, in `tracing` EnvFilter syntax (e.g. `info,switchboard_server=debug`).
@@ -107,11 +105,7 @@ pub struct Settings {
     /// A STUN or TURN server URL (`stun:`, `stuns:`, `turn:`, `turns:`) sent to
     /// every peer in `welcome` as `iceServers`. Repeat the flag for several; in the
     /// environment, separate them with commas.
-    #[arg(
-        long = "ice-server",
-        env = "SWITCHBOARD_ICE_SERVERS",
-        value_delimiter = ','
-    )]
+    #[arg(long = "ice-server", env = "SWITCHBOARD_ICE_SERVERS", value_delimiter = ',')]
     #[serde(default)]
     pub ice_servers: Vec<String>,
 
@@ -125,6 +119,62 @@ pub struct Settings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub turn_credential: Option<String>,
 
+    /// Who may connect: `none` (no tokens), `optional` (a valid token names the
+    /// user), `required` (no peer id without a valid token).
+    #[arg(long, env = "SWITCHBOARD_AUTH", value_enum, default_value = "none")]
+    pub auth: AuthMode,
+
+    /// Shared secret for HS256 tokens.
+    #[arg(long, env = "SWITCHBOARD_AUTH_SECRET", hide_env_values = true)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_secret: Option<String>,
+
+    /// PEM public key (RSA for RS256, EC P-256 for ES256) for verifying tokens.
+    #[arg(long, env = "SWITCHBOARD_AUTH_PUBLIC_KEY")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_public_key: Option<PathBuf>,
+
+    /// Clock skew tolerated on `exp` and `nbf`.
+    #[arg(long, env = "SWITCHBOARD_AUTH_LEEWAY", default_value = "30s", value_parser = humantime::parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub auth_leeway: Duration,
+
+    /// With `--auth required` and no token on the URL: how long a client has to
+    /// send its `auth` message.
+    #[arg(long, env = "SWITCHBOARD_AUTH_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub auth_timeout: Duration,
+
+    /// An `Origin` allowed to open WebSockets (repeatable; comma-separated in the
+    /// environment). None given: same-origin pages only. `*`: any origin.
+    /// Clients that send no `Origin` (non-browsers) are always allowed.
+    #[arg(long = "allowed-origin", env = "SWITCHBOARD_ALLOWED_ORIGINS", value_delimiter = ',')]
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+
+    /// Most open connections (WebSockets and event streams) in total.
+    #[arg(long, env = "SWITCHBOARD_MAX_CONNECTIONS", default_value_t = 50_000)]
+    pub max_connections: usize,
+
+    /// Most open connections from one client IP.
+    #[arg(long, env = "SWITCHBOARD_MAX_CONNECTIONS_PER_IP", default_value_t = 500)]
+    pub max_connections_per_ip: usize,
+
+    /// A proxy (IP or CIDR) whose `X-Forwarded-For` is believed (repeatable;
+    /// comma-separated in the environment).
+    #[arg(long = "trusted-proxy", env = "SWITCHBOARD_TRUSTED_PROXIES", value_delimiter = ',')]
+    #[serde(default)]
+    pub trusted_proxies: Vec<TrustedProxy>,
+
+    /// Messages per second one connection may send (bursts of twice that); 0: no limit.
+    #[arg(long, env = "SWITCHBOARD_RATE_LIMIT_MESSAGES", default_value_t = 100)]
+    pub rate_limit_messages: u32,
+
+    /// Bytes per second one connection may send (bursts of twice that, and at
+    /// least one largest frame); 0: no limit.
+    #[arg(long, env = "SWITCHBOARD_RATE_LIMIT_BYTES", default_value_t = 1024 * 1024)]
+    pub rate_limit_bytes: u32,
+
     /// Runtime worker threads (0: one per CPU core).
     #[arg(long, env = "SWITCHBOARD_WORKERS", default_value_t = 0)]
     pub workers: usize,
@@ -135,106 +185,55 @@ pub struct Settings {
 pub enum SettingsError {
     /// The file could not be read.
     #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     /// The file is not valid TOML or has unknown keys or wrong types.
     #[error("invalid config file {path}: {source}")]
-    Parse {
-        path: PathBuf,
-        source: toml::de::Error,
-    },
+    Parse { path: PathBuf, source: toml::de::Error },
     /// A value is out of range.
     #[error("invalid setting `{name}`: {reason}")]
-    Invalid {
-        name: &'static str,
-        reason: &'static str,
-    },
+    Invalid { name: &'static str, reason: &'static str },
 }
 
 impl Settings {
     /// Fills every setting the command line and environment left at its default
     /// from the TOML file at `path`.
     pub fn merge_file(self, matches: &ArgMatches, path: &Path) -> Result<Settings, SettingsError> {
-        let text = std::fs::read_to_string(path).map_err(|source| SettingsError::Read {
-            path: path.into(),
-            source,
-        })?;
-        let file: toml::Table = toml::from_str(&text).map_err(|source| SettingsError::Parse {
-            path: path.into(),
-            source,
-        })?;
-        let mut merged =
-            toml::Table::try_from(&self).expect("settings always serialise to a table");
+        let text = std::fs::read_to_string(path).map_err(|source| SettingsError::Read { path: path.into(), source })?;
+        let file: toml::Table =
+            toml::from_str(&text).map_err(|source| SettingsError::Parse { path: path.into(), source })?;
+        let mut merged = toml::Table::try_from(&self).expect("settings always serialise to a table");
         for (key, value) in file {
             let id = key.replace('-', "_");
             // An unknown key is not an argument id; it is refused by the
             // deserialisation below, with its name.
             let known = matches.try_get_raw(&id).is_ok();
-            let explicit = known
-                && matches!(
-                    matches.value_source(&id),
-                    Some(ValueSource::CommandLine | ValueSource::EnvVariable)
-                );
+            let explicit =
+                known && matches!(matches.value_source(&id), Some(ValueSource::CommandLine | ValueSource::EnvVariable));
             if !explicit {
                 merged.insert(key, value);
             }
         }
-        merged.try_into().map_err(|source| SettingsError::Parse {
-            path: path.into(),
-            source,
-        })
+        merged.try_into().map_err(|source| SettingsError::Parse { path: path.into(), source })
     }
 
     /// Refuses values that would make the server misbehave.
     pub fn validate(&self) -> Result<(), SettingsError> {
-        let checks: [(bool, &'static str, &'static str); 7] = [
-            (
-                self.max_message_size >= 1024,
-                "max-message-size",
-                "must be at least 1024 bytes",
-            ),
-            (
-                self.max_rooms_per_peer >= 1,
-                "max-rooms-per-peer",
-                "must be at least 1",
-            ),
-            (
-                self.max_peers_per_room >= 1,
-                "max-peers-per-room",
-                "must be at least 1",
-            ),
-            (
-                self.max_room_name_len >= 1,
-                "max-room-name-len",
-                "must be at least 1",
-            ),
-            (
-                !self.ping_interval.is_zero(),
-                "ping-interval",
-                "must be more than zero",
-            ),
-            (
-                !self.sse_interval.is_zero(),
-                "sse-interval",
-                "must be more than zero",
-            ),
-            (
-                self.send_queue_messages >= 1,
-                "send-queue-messages",
-                "must be at least 1",
-            ),
+        let checks: [(bool, &'static str, &'static str); 9] = [
+            (self.max_connections >= 1, "max-connections", "must be at least 1"),
+            (self.max_connections_per_ip >= 1, "max-connections-per-ip", "must be at least 1"),
+            (self.max_message_size >= 1024, "max-message-size", "must be at least 1024 bytes"),
+            (self.max_rooms_per_peer >= 1, "max-rooms-per-peer", "must be at least 1"),
+            (self.max_peers_per_room >= 1, "max-peers-per-room", "must be at least 1"),
+            (self.max_room_name_len >= 1, "max-room-name-len", "must be at least 1"),
+            (!self.ping_interval.is_zero(), "ping-interval", "must be more than zero"),
+            (!self.sse_interval.is_zero(), "sse-interval", "must be more than zero"),
+            (self.send_queue_messages >= 1, "send-queue-messages", "must be at least 1"),
         ];
         if let Some((_, name, reason)) = checks.into_iter().find(|(ok, _, _)| !ok) {
             return Err(SettingsError::Invalid { name, reason });
         }
         let schemes = ["stun:", "stuns:", "turn:", "turns:"];
-        if !self
-            .ice_servers
-            .iter()
-            .all(|url| schemes.iter().any(|s| url.starts_with(s)))
-        {
+        if !self.ice_servers.iter().all(|url| schemes.iter().any(|s| url.starts_with(s))) {
             return Err(SettingsError::Invalid {
                 name: "ice-server",
                 reason: "must be a stun:, stuns:, turn: or turns: URL",
@@ -248,18 +247,15 @@ impl Settings {
         if self.ice_servers.is_empty() {
             return None;
         }
-        let (turn, stun): (Vec<&String>, Vec<&String>) = self
-            .ice_servers
-            .iter()
-            .partition(|url| url.starts_with("turn"));
+        let (turn, stun): (Vec<&String>, Vec<&String>) =
+            self.ice_servers.iter().partition(|url| url.starts_with("turn"));
         let mut servers = Vec::new();
         if !stun.is_empty() {
             servers.push(serde_json::json!({ "urls": stun }));
         }
         if !turn.is_empty() {
             let mut entry = serde_json::json!({ "urls": turn });
-            if let (Some(username), Some(credential)) = (&self.turn_username, &self.turn_credential)
-            {
+            if let (Some(username), Some(credential)) = (&self.turn_username, &self.turn_credential) {
                 entry["username"] = username.as_str().into();
                 entry["credential"] = credential.as_str().into();
             }
@@ -300,26 +296,17 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("switchboard-settings-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("c.toml");
-        std::fs::write(
-            &path,
-            "max-message-size = 2048\nping-interval = \"5s\"\nlisten = \"127.0.0.1:9\"\n",
-        )
-        .unwrap();
+        std::fs::write(&path, "max-message-size = 2048\nping-interval = \"5s\"\nlisten = \"127.0.0.1:9\"\n").unwrap();
         let (settings, matches) = parse(&["x", "--listen", "127.0.0.1:7000"]);
         let merged = settings.merge_file(&matches, &path).unwrap();
         assert_eq!(merged.max_message_size, 2048);
         assert_eq!(merged.ping_interval, Duration::from_secs(5));
-        assert_eq!(
-            merged.listen,
-            "127.0.0.1:7000".parse().unwrap(),
-            "the flag wins over the file"
-        );
+        assert_eq!(merged.listen, "127.0.0.1:7000".parse().unwrap(), "the flag wins over the file");
     }
 
     #[test]
     fn unknown_keys_in_the_file_are_refused() {
-        let dir =
-            std::env::temp_dir().join(format!("switchboard-settings-bad-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("switchboard-settings-bad-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("c.toml");
         std::fs::write(&path, "max-mesage-size = 2048\n").unwrap();
@@ -342,8 +329,7 @@ mod tests {
             "p",
         ]);
         settings.validate().unwrap();
-        let json: serde_json::Value =
-            serde_json::from_str(settings.ice_servers_json().unwrap().get()).unwrap();
+        let json: serde_json::Value = serde_json::from_str(settings.ice_servers_json().unwrap().get()).unwrap();
         assert_eq!(
             json,
             serde_json::json!([
@@ -360,12 +346,6 @@ mod tests {
     #[test]
     fn out_of_range_values_are_refused() {
         let (settings, _) = parse(&["x", "--max-message-size", "10"]);
-        assert!(matches!(
-            settings.validate(),
-            Err(SettingsError::Invalid {
-                name: "max-message-size",
-                ..
-            })
-        ));
+        assert!(matches!(settings.validate(), Err(SettingsError::Invalid { name: "max-message-size", .. })));
     }
 }

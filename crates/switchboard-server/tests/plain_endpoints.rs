@@ -31,9 +31,7 @@ async fn next(socket: &mut Socket) -> Message {
 }
 
 async fn assert_quiet(socket: &mut Socket) {
-    if let Ok(Some(Ok(message))) =
-        tokio::time::timeout(Duration::from_millis(300), socket.next()).await
-    {
+    if let Ok(Some(Ok(message))) = tokio::time::timeout(Duration::from_millis(300), socket.next()).await {
         panic!("expected silence, got {message:?}");
     }
 }
@@ -42,14 +40,8 @@ async fn assert_quiet(socket: &mut Socket) {
 async fn echo_answers_text_like_the_seed_and_returns_binary_unchanged() {
     let server = Server::start(&[]);
     let mut socket = open(&server, "/ws/echo").await;
-    socket
-        .send(Message::text("Hello from client!"))
-        .await
-        .unwrap();
-    assert_eq!(
-        next(&mut socket).await,
-        Message::text("Server received: Hello from client!")
-    );
+    socket.send(Message::text("Hello from client!")).await.unwrap();
+    assert_eq!(next(&mut socket).await, Message::text("Server received: Hello from client!"));
     let bytes: Vec<u8> = (0..=255).collect();
     socket.send(Message::binary(bytes.clone())).await.unwrap();
     assert_eq!(next(&mut socket).await, Message::binary(bytes));
@@ -85,9 +77,7 @@ async fn broadcast_goes_to_every_other_client_of_the_channel_only() {
 #[tokio::test]
 async fn a_bad_channel_name_is_refused_before_the_upgrade() {
     let server = Server::start(&["--max-room-name-len", "4"]);
-    let err = connect_async(server.ws_url("/ws/broadcast?channel=far-too-long"))
-        .await
-        .unwrap_err();
+    let err = connect_async(server.ws_url("/ws/broadcast?channel=far-too-long")).await.unwrap_err();
     match err {
         tokio_tungstenite::tungstenite::Error::Http(response) => assert_eq!(response.status(), 400),
         other => panic!("expected HTTP 400, got {other:?}"),
@@ -133,10 +123,7 @@ async fn an_sse_client_that_goes_away_leaves_nothing_behind() {
 async fn a_room_stream_shows_membership_as_it_changes() {
     let server = Server::start(&[]);
     let mut first = server.client().await;
-    first
-        .join_with(json!({"type": "join", "room": "stage", "meta": {"name": "Ada"}}))
-        .await
-        .unwrap();
+    first.join_with(json!({"type": "join", "room": "stage", "meta": {"name": "Ada"}})).await.unwrap();
 
     let mut stream = http_open(server.addr, "/sse/rooms/stage", "").await;
     let seen = read_until(&mut stream, "data:", 1).await;
@@ -153,14 +140,8 @@ async fn a_room_stream_shows_membership_as_it_changes() {
     second.close().await.unwrap();
     let seen = read_until(&mut stream, "data:", 2).await;
     let events = parse_data(&seen);
-    assert_eq!(
-        events[0],
-        json!({"type": "peer-joined", "data": second_id, "room": "stage"})
-    );
-    assert_eq!(
-        events[1],
-        json!({"type": "peer-left", "data": second_id, "room": "stage"})
-    );
+    assert_eq!(events[0], json!({"type": "peer-joined", "data": second_id, "room": "stage"}));
+    assert_eq!(events[1], json!({"type": "peer-left", "data": second_id, "room": "stage"}));
 
     let gauge = "switchboard_sse_streams{endpoint=\"room\"}";
     server.wait_metric(gauge, 1.0).await;
@@ -176,35 +157,18 @@ async fn health_readiness_and_metrics_answer() {
     assert_eq!(http_get(server.addr, "/healthz").await, (200, "ok".into()));
     let (status, body) = http_get(server.addr, "/readyz").await;
     assert_eq!(status, 200);
-    assert_eq!(
-        serde_json::from_str::<Value>(&body).unwrap(),
-        json!({"status": "ready"})
-    );
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap(), json!({"status": "ready"}));
 
     let mut client = server.client().await;
     client.join("m").await.unwrap();
-    server
-        .wait_metric("switchboard_connections{endpoint=\"signaling\"}", 1.0)
-        .await;
+    server.wait_metric("switchboard_connections{endpoint=\"signaling\"}", 1.0).await;
     assert_eq!(server.metric("switchboard_rooms").await, 1.0);
     assert_eq!(server.metric("switchboard_peers").await, 1.0);
-    assert_eq!(
-        server
-            .metric("switchboard_messages_in_total{type=\"join\"}")
-            .await,
-        1.0
-    );
-    assert_eq!(
-        server
-            .metric("switchboard_messages_out_total{type=\"welcome\"}")
-            .await,
-        1.0
-    );
+    assert_eq!(server.metric("switchboard_messages_in_total{type=\"join\"}").await, 1.0);
+    assert_eq!(server.metric("switchboard_messages_out_total{type=\"welcome\"}").await, 1.0);
     drop(client);
     server.wait_metric("switchboard_rooms", 0.0).await;
-    server
-        .wait_metric("switchboard_connections{endpoint=\"signaling\"}", 0.0)
-        .await;
+    server.wait_metric("switchboard_connections{endpoint=\"signaling\"}", 0.0).await;
     assert_eq!(http_get(server.addr, "/nope").await.0, 404);
 }
 
@@ -219,29 +183,16 @@ async fn demo_pages_and_the_sdk_are_served_with_revalidation() {
     let (status, head, body) = support::http_get_with(server.addr, "/sdk/switchboard.js", "").await;
     assert_eq!(status, 200);
     assert!(
-        head.contains("content-type: text/javascript")
-            || head.contains("content-type: application/javascript"),
+        head.contains("content-type: text/javascript") || head.contains("content-type: application/javascript"),
         "{head}"
     );
     assert!(body.contains("export"), "the SDK is an ES module");
-    let etag = head
-        .lines()
-        .find_map(|line| line.strip_prefix("etag: "))
-        .expect("an etag")
-        .to_owned();
-    let (status, _, body) = support::http_get_with(
-        server.addr,
-        "/sdk/switchboard.js",
-        &format!("If-None-Match: {etag}\r\n"),
-    )
-    .await;
+    let etag = head.lines().find_map(|line| line.strip_prefix("etag: ")).expect("an etag").to_owned();
+    let (status, _, body) =
+        support::http_get_with(server.addr, "/sdk/switchboard.js", &format!("If-None-Match: {etag}\r\n")).await;
     assert_eq!((status, body.as_str()), (304, ""));
 
-    assert_eq!(
-        http_get(server.addr, "/sdk/Cargo.toml").await.0,
-        404,
-        "only the SDK files are exposed"
-    );
+    assert_eq!(http_get(server.addr, "/sdk/Cargo.toml").await.0, 404, "only the SDK files are exposed");
     assert_eq!(http_get(server.addr, "/no-such-page.html").await.0, 404);
     assert_eq!(http_get(server.addr, "/../Cargo.toml").await.0, 404);
 }
@@ -250,10 +201,7 @@ async fn demo_pages_and_the_sdk_are_served_with_revalidation() {
 fn parse_data(stream: &str) -> Vec<Value> {
     stream
         .lines()
-        .filter_map(|line| {
-            line.strip_prefix("data: ")
-                .or_else(|| line.strip_prefix("data:"))
-        })
+        .filter_map(|line| line.strip_prefix("data: ").or_else(|| line.strip_prefix("data:")))
         .filter_map(|data| serde_json::from_str(data.trim()).ok())
         .collect()
 }

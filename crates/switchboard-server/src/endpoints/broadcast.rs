@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde::Deserialize;
 
+use crate::admission::{refuse, Admitted};
 use crate::app::App;
 use crate::channels::ConnectionId;
 use crate::connection::{self, Handler};
@@ -26,49 +27,33 @@ pub struct Params {
 /// The channel everyone without `?channel=` shares.
 const DEFAULT_CHANNEL: &str = "";
 
-/// Accepts the upgrade, or refuses a bad channel name with 400.
+/// Accepts the upgrade once admission has passed, or refuses a bad channel name with 400.
 pub async fn upgrade(
     upgrade: WebSocketUpgrade,
+    admitted: Admitted,
     Query(params): Query<Params>,
     State(app): State<Arc<App>>,
 ) -> Response {
+    if let Err(refusal) = admitted.require_identity() {
+        return refuse(&app, refusal);
+    }
     let channel = params.channel.unwrap_or_else(|| DEFAULT_CHANNEL.into());
     if channel != DEFAULT_CHANNEL {
         if let Err(reason) = validate_name(&channel, app.settings.max_room_name_len) {
-            return (
-                StatusCode::BAD_REQUEST,
-                format!("invalid channel: {reason}"),
-            )
-                .into_response();
+            return (StatusCode::BAD_REQUEST, format!("invalid channel: {reason}")).into_response();
         }
     }
     let limit = app.settings.max_message_size;
-    app.configure(upgrade, limit)
-        .on_upgrade(move |socket| run(socket, app, channel.into()))
+    app.configure(upgrade, limit).on_upgrade(move |socket| run(socket, app, channel.into(), admitted))
 }
 
-async fn run(socket: WebSocket, app: Arc<App>, channel: Arc<str>) {
-    let _tracked = app.lifecycle.connections.token();
-    let gauge = app.metrics.connections(Endpoint::Broadcast);
-    gauge.increment(1.0);
+async fn run(socket: WebSocket, app: Arc<App>, channel: Arc<str>, admitted: Admitted) {
     let outbox = app.outbox();
     let id = app.channels.subscribe(&channel, outbox.clone());
-    let handler = Broadcaster {
-        app: app.clone(),
-        channel,
-        id,
-    };
-    let shutdown = app.lifecycle.close_connections.clone();
-    connection::drive(
-        socket,
-        outbox,
-        handler,
-        app.timings(),
-        shutdown,
-        &app.metrics,
-    )
-    .await;
-    gauge.decrement(1.0);
+    let handler = Broadcaster { app: app.clone(), channel, id };
+    let limit = app.settings.max_message_size;
+    connection::run(&app, Endpoint::Broadcast, socket, outbox, handler, limit).await;
+    drop(admitted);
 }
 
 struct Broadcaster {
@@ -79,15 +64,11 @@ struct Broadcaster {
 
 impl Handler for Broadcaster {
     fn on_text(&mut self, text: Utf8Bytes) {
-        self.app
-            .channels
-            .publish(&self.channel, self.id, Message::Text(text));
+        self.app.channels.publish(&self.channel, self.id, Message::Text(text));
     }
 
     fn on_binary(&mut self, data: Bytes) {
-        self.app
-            .channels
-            .publish(&self.channel, self.id, Message::Binary(data));
+        self.app.channels.publish(&self.channel, self.id, Message::Binary(data));
     }
 
     fn on_close(&mut self) {

@@ -8,37 +8,27 @@ use axum::extract::State;
 use axum::response::Response;
 use bytes::Bytes;
 
+use crate::admission::{refuse, Admitted};
 use crate::app::App;
 use crate::connection::{self, Handler};
 use crate::outbox::Outbox;
 use crate::telemetry::metrics::Endpoint;
 
-/// Accepts the upgrade.
-pub async fn upgrade(upgrade: WebSocketUpgrade, State(app): State<Arc<App>>) -> Response {
+/// Accepts the upgrade once admission has passed.
+pub async fn upgrade(upgrade: WebSocketUpgrade, admitted: Admitted, State(app): State<Arc<App>>) -> Response {
+    if let Err(refusal) = admitted.require_identity() {
+        return refuse(&app, refusal);
+    }
     let limit = app.settings.max_message_size;
-    app.configure(upgrade, limit)
-        .on_upgrade(move |socket| run(socket, app))
+    app.configure(upgrade, limit).on_upgrade(move |socket| run(socket, app, admitted))
 }
 
-async fn run(socket: WebSocket, app: Arc<App>) {
-    let _tracked = app.lifecycle.connections.token();
-    let gauge = app.metrics.connections(Endpoint::Echo);
-    gauge.increment(1.0);
+async fn run(socket: WebSocket, app: Arc<App>, admitted: Admitted) {
     let outbox = app.outbox();
-    let handler = Echo {
-        outbox: outbox.clone(),
-    };
-    let shutdown = app.lifecycle.close_connections.clone();
-    connection::drive(
-        socket,
-        outbox,
-        handler,
-        app.timings(),
-        shutdown,
-        &app.metrics,
-    )
-    .await;
-    gauge.decrement(1.0);
+    let handler = Echo { outbox: outbox.clone() };
+    let limit = app.settings.max_message_size;
+    connection::run(&app, Endpoint::Echo, socket, outbox, handler, limit).await;
+    drop(admitted);
 }
 
 struct Echo {

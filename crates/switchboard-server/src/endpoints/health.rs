@@ -21,17 +21,11 @@ pub async fn readyz(State(app): State<Arc<App>>) -> impl IntoResponse {
     if app.lifecycle.is_ready() {
         (StatusCode::OK, Json(json!({"status": "ready"})))
     } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "shutting-down"})),
-        )
+        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "shutting-down"})))
     }
 }
 
 /// Prometheus text exposition.
 pub async fn metrics() -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        Metrics::render(),
-    )
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], Metrics::render())
 }

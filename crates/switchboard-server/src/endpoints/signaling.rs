@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{close_code, CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::response::Response;
 use bytes::Bytes;
@@ -17,52 +17,90 @@ use switchboard_protocol::client::{clip, decode, ClientMessage, Relay, Request};
 use switchboard_protocol::relay::{replace_from, stamp_from};
 use switchboard_protocol::server::encode;
 use switchboard_protocol::{ErrorCode, DEFAULT_ROOM};
-use tracing::debug;
+use tracing::{debug, info};
 
+use crate::admission::Admitted;
 use crate::app::App;
+use crate::auth::{Identity, TokenError};
 use crate::connection::{self, Handler};
 use crate::hub::room::validate_name;
-use crate::hub::{JoinError, RelayError};
+use crate::hub::{JoinError, Joiner, RelayError};
 use crate::outbox::Outbox;
 use crate::peer_id::PeerId;
+use crate::rate_limit::Limit;
 use crate::telemetry::metrics::Endpoint;
 
 /// Frames up to this many times `max-message-size` are read and answered with
 /// `message-too-large`; larger ones close the connection (1009) unread.
 pub const HARD_LIMIT_FACTOR: usize = 4;
 
-/// Accepts the upgrade.
-pub async fn upgrade(upgrade: WebSocketUpgrade, State(app): State<Arc<App>>) -> Response {
-    let limit = app
-        .settings
-        .max_message_size
-        .saturating_mul(HARD_LIMIT_FACTOR);
-    app.configure(upgrade, limit)
-        .on_upgrade(move |socket| run(socket, app))
+/// Accepts the upgrade once admission has passed.
+pub async fn upgrade(upgrade: WebSocketUpgrade, admitted: Admitted, State(app): State<Arc<App>>) -> Response {
+    let limit = hard_limit(&app);
+    app.configure(upgrade, limit).on_upgrade(move |socket| run(socket, app, admitted))
 }
 
-async fn run(socket: WebSocket, app: Arc<App>) {
+fn hard_limit(app: &App) -> usize {
+    app.settings.max_message_size.saturating_mul(HARD_LIMIT_FACTOR)
+}
+
+async fn run(mut socket: WebSocket, app: Arc<App>, admitted: Admitted) {
+    let identity = match admitted.identity.clone() {
+        Some(identity) => identity,
+        None => match authenticate(&mut socket, &app).await {
+            Some(identity) => identity,
+            None => return,
+        },
+    };
     let id = PeerId::random();
     let outbox = app.outbox();
     app.hub.connect(id);
-    let session = Session {
-        app: app.clone(),
-        id,
-        outbox: outbox.clone(),
-        rooms: Vec::new(),
+    let session = Session { app: app.clone(), id, identity, outbox: outbox.clone(), rooms: Vec::new() };
+    session.send(encode::welcome(id.as_str(), app.ice_servers.as_deref()), "welcome");
+    debug!(peer = %id, ip = %admitted.ip, "signaling peer connected");
+    connection::run(&app, Endpoint::Signaling, socket, outbox, session, hard_limit(&app)).await;
+    // `admitted` holds the connection's place under the caps until here.
+    drop(admitted);
+}
+
+/// With `--auth required` and no token on the URL, the first message must be
+/// `{"type":"auth","token":...}`, within `auth-timeout`. No peer id before that.
+async fn authenticate(socket: &mut WebSocket, app: &App) -> Option<Identity> {
+    let first = tokio::time::timeout(app.settings.auth_timeout, socket.recv()).await;
+    let text = match first {
+        Ok(Some(Ok(Message::Text(text)))) => text,
+        Ok(Some(Ok(_))) => Utf8Bytes::from_static(""),
+        Ok(None) | Ok(Some(Err(_))) => return None,
+        Err(_) => Utf8Bytes::from_static(""),
     };
-    session.send(
-        encode::welcome(id.as_str(), app.ice_servers.as_deref()),
-        "welcome",
-    );
-    debug!(peer = %id, "signaling peer connected");
-    connection::run(&app, Endpoint::Signaling, socket, outbox, session).await;
+    let (identity, rid) = match decode(text.as_str()) {
+        Ok(Request { rid, message: ClientMessage::Auth { token } }) => (app.auth.verify(&token), rid),
+        _ => (Err(TokenError::Missing), None),
+    };
+    match identity {
+        Ok(identity) => Some(identity),
+        Err(err) => {
+            info!(reason = %err, "refused signaling connection: no valid auth message");
+            app.metrics.refused("unauthorized");
+            app.metrics.error(ErrorCode::Unauthorized);
+            let refusal = encode::error(ErrorCode::Unauthorized, "a valid token is required", rid);
+            let close = CloseFrame { code: close_code::POLICY, reason: Utf8Bytes::from_static("unauthorized") };
+            let goodbye = async {
+                socket.send(Message::Text(refusal.into())).await?;
+                socket.send(Message::Close(Some(close))).await
+            };
+            let _ = tokio::time::timeout(app.settings.write_timeout, goodbye).await;
+            None
+        }
+    }
 }
 
 /// One signaling peer.
 struct Session {
     app: Arc<App>,
     id: PeerId,
+    /// Who the peer is, from its token; decides which rooms it may join.
+    identity: Identity,
     outbox: Arc<Outbox>,
     /// The rooms this peer is in, in join order. The hub holds the same
     /// membership; keeping it here too makes "am I in room X" and disconnect
@@ -77,10 +115,7 @@ struct Refusal {
 }
 
 fn refuse(code: ErrorCode, message: impl Into<String>) -> Refusal {
-    Refusal {
-        code,
-        message: message.into(),
-    }
+    Refusal { code, message: message.into() }
 }
 
 impl Handler for Session {
@@ -94,9 +129,7 @@ impl Handler for Session {
         }
         match decode(text.as_str()) {
             Ok(request) => {
-                self.app
-                    .metrics
-                    .message_in(Some(request.message.type_name()));
+                self.app.metrics.message_in(Some(request.message.type_name()));
                 let rid = request.rid;
                 if let Err(refusal) = self.dispatch(request, text.as_str()) {
                     self.send_error(refusal.code, &refusal.message, rid);
@@ -118,6 +151,14 @@ impl Handler for Session {
         );
     }
 
+    fn on_rate_limited(&mut self, limit: Limit) {
+        let message = match limit {
+            Limit::Messages => "too many messages per second; this one was dropped",
+            Limit::Bytes => "too many bytes per second; this message was dropped",
+        };
+        self.send_error(ErrorCode::RateLimited, message, None);
+    }
+
     fn on_close(&mut self) {
         self.app.hub.disconnect(self.id, &self.rooms);
         self.rooms.clear();
@@ -129,11 +170,9 @@ impl Session {
     fn dispatch(&mut self, request: Request<'_>, frame: &str) -> Result<(), Refusal> {
         let rid = request.rid;
         match request.message {
-            ClientMessage::Join {
-                room,
-                meta,
-                capacity,
-            } => self.join(room.as_deref().unwrap_or(DEFAULT_ROOM), meta, capacity, rid),
+            ClientMessage::Join { room, meta, capacity } => {
+                self.join(room.as_deref().unwrap_or(DEFAULT_ROOM), meta, capacity, rid)
+            }
             ClientMessage::Leave { room } => self.leave(room.as_deref(), rid),
             ClientMessage::Relay(relay) => self.relay(relay, frame, rid),
             ClientMessage::Broadcast { room, data } => self.broadcast(room.as_deref(), data, rid),
@@ -141,6 +180,10 @@ impl Session {
                 self.send(encode::pong(rid), "pong");
                 Ok(())
             }
+            ClientMessage::Auth { .. } => Err(refuse(
+                ErrorCode::UnexpectedMessage,
+                "`auth` is only accepted as the first message, when the server waits for it",
+            )),
         }
     }
 
@@ -152,52 +195,39 @@ impl Session {
         rid: Option<&RawValue>,
     ) -> Result<(), Refusal> {
         let settings = &self.app.settings;
-        validate_name(room, settings.max_room_name_len)
-            .map_err(|reason| refuse(ErrorCode::InvalidField, reason))?;
+        validate_name(room, settings.max_room_name_len).map_err(|reason| refuse(ErrorCode::InvalidField, reason))?;
         if let Some(meta) = meta {
             if meta.get().len() > settings.max_meta_size {
                 return Err(refuse(
                     ErrorCode::InvalidField,
-                    format!(
-                        "field `meta` must be at most {} bytes",
-                        settings.max_meta_size
-                    ),
+                    format!("field `meta` must be at most {} bytes", settings.max_meta_size),
                 ));
             }
         }
+        if !self.identity.may_join(room) {
+            return Err(refuse(ErrorCode::Forbidden, format!("your token does not allow room `{}`", clip(room, 64))));
+        }
         if self.rooms.iter().any(|r| **r == *room) {
-            return Err(refuse(
-                ErrorCode::AlreadyJoined,
-                format!("already in room `{}`", clip(room, 64)),
-            ));
+            return Err(refuse(ErrorCode::AlreadyJoined, format!("already in room `{}`", clip(room, 64))));
         }
         if self.rooms.len() >= settings.max_rooms_per_peer {
             return Err(refuse(
                 ErrorCode::TooManyRooms,
-                format!(
-                    "a peer may be in at most {} rooms",
-                    settings.max_rooms_per_peer
-                ),
+                format!("a peer may be in at most {} rooms", settings.max_rooms_per_peer),
             ));
         }
         let room: Arc<str> = room.into();
         let meta = meta.map(RawValue::to_owned);
-        match self
-            .app
-            .hub
-            .join(self.id, &self.outbox, &room, meta, capacity, rid)
-        {
+        let joiner = Joiner { id: self.id, outbox: &self.outbox, user: self.identity.user.clone(), meta, capacity };
+        match self.app.hub.join(joiner, &room, rid) {
             Ok(()) => {
                 self.rooms.push(room);
                 Ok(())
             }
-            Err(JoinError::AlreadyJoined) => {
-                Err(refuse(ErrorCode::AlreadyJoined, "already in this room"))
+            Err(JoinError::AlreadyJoined) => Err(refuse(ErrorCode::AlreadyJoined, "already in this room")),
+            Err(JoinError::RoomFull { capacity }) => {
+                Err(refuse(ErrorCode::RoomFull, format!("room `{}` is full (capacity {capacity})", clip(&room, 64))))
             }
-            Err(JoinError::RoomFull { capacity }) => Err(refuse(
-                ErrorCode::RoomFull,
-                format!("room `{}` is full (capacity {capacity})", clip(&room, 64)),
-            )),
         }
     }
 
@@ -208,17 +238,10 @@ impl Session {
                     .rooms
                     .iter()
                     .position(|r| **r == *name)
-                    .ok_or_else(|| {
-                        refuse(
-                            ErrorCode::NotInRoom,
-                            format!("not in room `{}`", clip(name, 64)),
-                        )
-                    })?;
+                    .ok_or_else(|| refuse(ErrorCode::NotInRoom, format!("not in room `{}`", clip(name, 64))))?;
                 vec![self.rooms.remove(index)]
             }
-            None if self.rooms.is_empty() => {
-                return Err(refuse(ErrorCode::NotInRoom, "not in any room"))
-            }
+            None if self.rooms.is_empty() => return Err(refuse(ErrorCode::NotInRoom, "not in any room")),
             None => std::mem::take(&mut self.rooms),
         };
         for room in &leaving {
@@ -229,28 +252,15 @@ impl Session {
         Ok(())
     }
 
-    fn relay(
-        &mut self,
-        relay: Relay<'_>,
-        frame: &str,
-        rid: Option<&RawValue>,
-    ) -> Result<(), Refusal> {
+    fn relay(&mut self, relay: Relay<'_>, frame: &str, rid: Option<&RawValue>) -> Result<(), Refusal> {
         if self.rooms.is_empty() {
-            return Err(refuse(
-                ErrorCode::NotInRoom,
-                "join a room before signaling other peers",
-            ));
+            return Err(refuse(ErrorCode::NotInRoom, "join a room before signaling other peers"));
         }
-        let unknown = || {
-            refuse(
-                ErrorCode::UnknownTarget,
-                format!("no peer `{}` is connected", clip(&relay.target, 64)),
-            )
-        };
+        let unknown =
+            || refuse(ErrorCode::UnknownTarget, format!("no peer `{}` is connected", clip(&relay.target, 64)));
         let target = PeerId::parse(&relay.target).ok_or_else(unknown)?;
         let stamped = if relay.has_from {
-            replace_from(frame, self.id.as_str())
-                .map_err(|err| refuse(ErrorCode::MalformedJson, err.to_string()))?
+            replace_from(frame, self.id.as_str()).map_err(|err| refuse(ErrorCode::MalformedJson, err.to_string()))?
         } else {
             stamp_from(frame, self.id.as_str())
         };
@@ -263,10 +273,9 @@ impl Session {
                 Ok(())
             }
             Err(RelayError::UnknownTarget) => Err(unknown()),
-            Err(RelayError::NoSharedRoom) => Err(refuse(
-                ErrorCode::NoSharedRoom,
-                format!("peer `{target}` is in none of your rooms"),
-            )),
+            Err(RelayError::NoSharedRoom) => {
+                Err(refuse(ErrorCode::NoSharedRoom, format!("peer `{target}` is in none of your rooms")))
+            }
             Err(RelayError::DeliveryFailed) => Err(refuse(
                 ErrorCode::DeliveryFailed,
                 format!("peer `{target}` is not reading its messages and is being disconnected"),
@@ -274,32 +283,15 @@ impl Session {
         }
     }
 
-    fn broadcast(
-        &mut self,
-        room: Option<&str>,
-        data: &RawValue,
-        rid: Option<&RawValue>,
-    ) -> Result<(), Refusal> {
+    fn broadcast(&mut self, room: Option<&str>, data: &RawValue, rid: Option<&RawValue>) -> Result<(), Refusal> {
         let room = match (room, self.rooms.as_slice()) {
-            (Some(name), rooms) => rooms.iter().find(|r| ***r == *name).ok_or_else(|| {
-                refuse(
-                    ErrorCode::NotInRoom,
-                    format!("not in room `{}`", clip(name, 64)),
-                )
-            })?,
+            (Some(name), rooms) => rooms
+                .iter()
+                .find(|r| ***r == *name)
+                .ok_or_else(|| refuse(ErrorCode::NotInRoom, format!("not in room `{}`", clip(name, 64))))?,
             (None, [only]) => only,
-            (None, []) => {
-                return Err(refuse(
-                    ErrorCode::NotInRoom,
-                    "join a room before broadcasting",
-                ))
-            }
-            (None, _) => {
-                return Err(refuse(
-                    ErrorCode::MissingField,
-                    "field `room` is required when in several rooms",
-                ))
-            }
+            (None, []) => return Err(refuse(ErrorCode::NotInRoom, "join a room before broadcasting")),
+            (None, _) => return Err(refuse(ErrorCode::MissingField, "field `room` is required when in several rooms")),
         };
         let frame = encode::broadcast(self.id.as_str(), room, data);
         self.app.hub.broadcast(self.id, room, frame.into());

@@ -18,8 +18,9 @@ use futures_util::stream::{self, StreamExt};
 use serde::Serialize;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::broadcast::Receiver;
-use tokio::time::{interval, Interval, MissedTickBehavior};
+use tokio::time::{interval, MissedTickBehavior};
 
+use crate::admission::{refuse, Admitted, Refusal};
 use crate::app::App;
 use crate::hub::room::validate_name;
 use crate::telemetry::metrics::SseEndpoint;
@@ -52,7 +53,10 @@ struct Tick<'a> {
 
 /// `GET /sse`: a JSON event per `sse-interval`, numbered by `id:`. A reconnecting
 /// client's `Last-Event-ID` continues the numbering.
-pub async fn ticks(State(app): State<Arc<App>>, headers: HeaderMap) -> impl IntoResponse {
+pub async fn ticks(State(app): State<Arc<App>>, admitted: Admitted, headers: HeaderMap) -> Response {
+    if let Err(refusal) = admitted.require_identity() {
+        return refuse(&app, refusal);
+    }
     let first = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
@@ -60,31 +64,34 @@ pub async fn ticks(State(app): State<Arc<App>>, headers: HeaderMap) -> impl Into
         .map_or(1, |last| last.saturating_add(1));
     let mut timer = interval(app.settings.sse_interval);
     timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let guard = GaugeGuard::new(app.metrics.sse_streams(SseEndpoint::Ticks));
+    // The stream owns the admission, so its place under the caps lasts as long as it does.
+    let held = (GaugeGuard::new(app.metrics.sse_streams(SseEndpoint::Ticks)), admitted);
 
-    let events = stream::unfold(
-        (timer, first, guard),
-        |(mut timer, seq, guard): (Interval, u64, GaugeGuard)| async move {
-            timer.tick().await;
-            let tick = Tick {
-                message: "Hello from server!",
-                seq,
-                time: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
-            };
-            let data = serde_json::to_string(&tick).unwrap_or_default();
-            let event = Event::default().id(seq.to_string()).data(data);
-            Some((Ok::<_, Infallible>(event), (timer, seq + 1, guard)))
-        },
-    );
+    let events = stream::unfold((timer, first, held), |(mut timer, seq, held)| async move {
+        timer.tick().await;
+        let tick = Tick {
+            message: "Hello from server!",
+            seq,
+            time: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+        };
+        let data = serde_json::to_string(&tick).unwrap_or_default();
+        let event = Event::default().id(seq.to_string()).data(data);
+        Some((Ok::<_, Infallible>(event), (timer, seq + 1, held)))
+    });
     let events = events.take_until(app.lifecycle.close_connections.clone().cancelled_owned());
-    Sse::new(events).keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
+    Sse::new(events).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)).into_response()
 }
 
 /// `GET /sse/rooms/{room}`: a `room-state` snapshot, then every `peer-joined` and
 /// `peer-left` of that room.
-pub async fn room(Path(room): Path<String>, State(app): State<Arc<App>>) -> Response {
+pub async fn room(Path(room): Path<String>, admitted: Admitted, State(app): State<Arc<App>>) -> Response {
     if let Err(reason) = validate_name(&room, app.settings.max_room_name_len) {
         return (StatusCode::BAD_REQUEST, reason).into_response();
+    }
+    match admitted.require_identity() {
+        Err(refusal) => return refuse(&app, refusal),
+        Ok(identity) if !identity.may_join(&room) => return refuse(&app, Refusal::Forbidden),
+        Ok(_) => {}
     }
     let (snapshot, events) = app.hub.observe(&room);
     let watch = RoomWatch {
@@ -92,19 +99,16 @@ pub async fn room(Path(room): Path<String>, State(app): State<Arc<App>>) -> Resp
         room: room.into(),
         events: Some(events),
         _gauge: GaugeGuard::new(app.metrics.sse_streams(SseEndpoint::Room)),
+        _admitted: admitted,
     };
-    let first =
-        stream::once(async move { Ok::<_, Infallible>(Event::default().data(snapshot.as_str())) });
+    let first = stream::once(async move { Ok::<_, Infallible>(Event::default().data(snapshot.as_str())) });
     let rest = stream::unfold(watch, |mut watch| async move {
         let data = watch.next().await?;
         Some((Ok(Event::default().data(data.as_str())), watch))
     });
-    let events = first
-        .chain(rest)
-        .take_until(app.lifecycle.close_connections.clone().cancelled_owned());
-    Sse::new(events)
-        .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
-        .into_response()
+    let events = first.chain(rest).take_until(app.lifecycle.close_connections.clone().cancelled_owned());
+
+    Sse::new(events).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)).into_response()
 }
 
 /// One observer of a room; releases its subscription when dropped.
@@ -113,6 +117,7 @@ struct RoomWatch {
     room: Arc<str>,
     events: Option<Receiver<Utf8Bytes>>,
     _gauge: GaugeGuard,
+    _admitted: Admitted,
 }
 
 impl RoomWatch {

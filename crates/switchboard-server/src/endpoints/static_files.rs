@@ -22,11 +22,7 @@ struct Sdk;
 /// `GET /<path>`: a demo page or asset; `/` and directories serve `index.html`.
 pub async fn page(uri: Uri, headers: HeaderMap) -> Response {
     let path = uri.path().trim_start_matches('/');
-    let path = if path.is_empty() || path.ends_with('/') {
-        format!("{path}index.html")
-    } else {
-        path.to_owned()
-    };
+    let path = if path.is_empty() || path.ends_with('/') { format!("{path}index.html") } else { path.to_owned() };
     serve::<Pages>(&path, &headers)
 }
 
@@ -40,10 +36,7 @@ fn serve<Assets: RustEmbed>(path: &str, headers: &HeaderMap) -> Response {
         return (StatusCode::NOT_FOUND, "not found").into_response();
     };
     let etag = format!("\"{}\"", hex(&file.metadata.sha256_hash()[..16]));
-    let cached = headers
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v == etag);
+    let cached = headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()).is_some_and(|v| v == etag);
     let common = [
         (header::ETAG, etag),
         // Revalidate every time: the ETag makes that a cheap 304.

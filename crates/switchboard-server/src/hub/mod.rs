@@ -52,6 +52,20 @@ pub enum RelayError {
     DeliveryFailed,
 }
 
+/// Everything the hub needs to know about a peer entering a room.
+pub struct Joiner<'a> {
+    /// The peer.
+    pub id: PeerId,
+    /// Where its frames go.
+    pub outbox: &'a Arc<Outbox>,
+    /// Its authenticated user, if any.
+    pub user: Option<Arc<str>>,
+    /// The `meta` it joins with.
+    pub meta: Option<Box<RawValue>>,
+    /// The capacity it asks for, used if the join creates the room.
+    pub capacity: Option<u32>,
+}
+
 /// The in-memory hub for one node.
 pub struct Hub {
     peers: DashMap<PeerId, ()>,
@@ -63,12 +77,7 @@ pub struct Hub {
 impl Hub {
     /// An empty hub.
     pub fn new(max_peers_per_room: u32, metrics: Arc<Metrics>) -> Hub {
-        Hub {
-            peers: DashMap::new(),
-            rooms: DashMap::new(),
-            max_peers_per_room,
-            metrics,
-        }
+        Hub { peers: DashMap::new(), rooms: DashMap::new(), max_peers_per_room, metrics }
     }
 
     /// Registers a connected peer, so relays to it can tell "unknown" from "not shared".
@@ -87,28 +96,15 @@ impl Hub {
         }
     }
 
-    /// Adds `id` to `room`: queues `joined` for the newcomer and `peer-joined`
+    /// Adds a peer to `room`: queues `joined` for the newcomer and `peer-joined`
     /// for everyone already there.
-    pub fn join(
-        &self,
-        id: PeerId,
-        outbox: &Arc<Outbox>,
-        room_name: &Arc<str>,
-        meta: Option<Box<RawValue>>,
-        capacity: Option<u32>,
-        rid: Option<&RawValue>,
-    ) -> Result<(), JoinError> {
-        let mut room = self
-            .rooms
-            .entry(room_name.clone())
-            .or_insert_with(|| Room::new(capacity));
+    pub fn join(&self, joiner: Joiner, room_name: &Arc<str>, rid: Option<&RawValue>) -> Result<(), JoinError> {
+        let Joiner { id, outbox, user, meta, capacity } = joiner;
+        let mut room = self.rooms.entry(room_name.clone()).or_insert_with(|| Room::new(capacity));
         if room.members.contains_key(&id) {
             return Err(JoinError::AlreadyJoined);
         }
-        let limit = room
-            .capacity
-            .unwrap_or(u32::MAX)
-            .min(self.max_peers_per_room);
+        let limit = room.capacity.unwrap_or(u32::MAX).min(self.max_peers_per_room);
         if room.members.len() >= limit as usize {
             return Err(JoinError::RoomFull { capacity: limit });
         }
@@ -124,18 +120,11 @@ impl Hub {
         let _ = outbox.push(Message::Text(joined.into()));
         self.metrics.messages_out("joined", 1);
 
-        let event: Utf8Bytes = encode::peer_joined(id.as_str(), room_name, meta.as_deref()).into();
+        let event: Utf8Bytes = encode::peer_joined(id.as_str(), room_name, user.as_deref(), meta.as_deref()).into();
         self.fan_out(&room, None, &event);
-        self.metrics
-            .messages_out("peer-joined", room.members.len() as u64);
+        self.metrics.messages_out("peer-joined", room.members.len() as u64);
         room.notify_observers(&event);
-        room.members.insert(
-            id,
-            Member {
-                outbox: outbox.clone(),
-                meta,
-            },
-        );
+        room.members.insert(id, Member { outbox: outbox.clone(), meta, user });
         Ok(())
     }
 
@@ -150,8 +139,7 @@ impl Hub {
             }
             let event: Utf8Bytes = encode::peer_left(id.as_str(), room_name).into();
             self.fan_out(&room, None, &event);
-            self.metrics
-                .messages_out("peer-left", room.members.len() as u64);
+            self.metrics.messages_out("peer-left", room.members.len() as u64);
             room.notify_observers(&event);
             if room.members.is_empty() {
                 self.metrics.rooms.decrement(1.0);
@@ -165,21 +153,13 @@ impl Hub {
     }
 
     /// Delivers a relay frame to `target` if it shares one of `rooms` with the sender.
-    pub fn relay(
-        &self,
-        rooms: &[Arc<str>],
-        target: PeerId,
-        frame: Utf8Bytes,
-    ) -> Result<(), RelayError> {
+    pub fn relay(&self, rooms: &[Arc<str>], target: PeerId, frame: Utf8Bytes) -> Result<(), RelayError> {
         for room_name in rooms {
             let Some(room) = self.rooms.get(room_name) else {
                 continue;
             };
             if let Some(member) = room.members.get(&target) {
-                member
-                    .outbox
-                    .push(Message::Text(frame))
-                    .map_err(|_| RelayError::DeliveryFailed)?;
+                member.outbox.push(Message::Text(frame)).map_err(|_| RelayError::DeliveryFailed)?;
                 self.metrics.messages_out("relay", 1);
                 return Ok(());
             }
@@ -206,10 +186,7 @@ impl Hub {
     /// event, and a receiver of every later `peer-joined` / `peer-left`.
     /// Call [`Hub::release_observer`] after dropping the receiver.
     pub fn observe(&self, room_name: &str) -> (Utf8Bytes, broadcast::Receiver<Utf8Bytes>) {
-        let mut room = self
-            .rooms
-            .entry(Arc::from(room_name))
-            .or_insert_with(|| Room::new(None));
+        let mut room = self.rooms.entry(Arc::from(room_name)).or_insert_with(|| Room::new(None));
         // Snapshot and subscription under one lock: no event falls between them.
         (room_state(room_name, &room), room.subscribe())
     }
@@ -229,11 +206,7 @@ impl Hub {
             let Some(mut room) = self.rooms.get_mut(room_name) else {
                 return;
             };
-            if room
-                .observers
-                .as_ref()
-                .is_some_and(|tx| tx.receiver_count() == 0)
-            {
+            if room.observers.as_ref().is_some_and(|tx| tx.receiver_count() == 0) {
                 room.observers = None;
             }
             room.is_unused()
@@ -274,19 +247,15 @@ mod tests {
     }
 
     fn outbox() -> Arc<Outbox> {
-        Arc::new(Outbox::new(QueueLimits {
-            messages: 100,
-            bytes: 1 << 20,
-        }))
+        Arc::new(Outbox::new(QueueLimits { messages: 100, bytes: 1 << 20 }))
+    }
+
+    fn joiner(id: PeerId, outbox: &Arc<Outbox>, capacity: Option<u32>) -> Joiner<'_> {
+        Joiner { id, outbox, user: None, meta: None, capacity }
     }
 
     fn drain(outbox: &Outbox) -> Vec<ServerMessage> {
-        outbox
-            .take()
-            .unwrap()
-            .into_iter()
-            .map(|m| ServerMessage::decode(m.to_text().unwrap()).unwrap())
-            .collect()
+        outbox.take().unwrap().into_iter().map(|m| ServerMessage::decode(m.to_text().unwrap()).unwrap()).collect()
     }
 
     #[test]
@@ -297,33 +266,21 @@ mod tests {
         let (oa, ob) = (outbox(), outbox());
         hub.connect(a);
         hub.connect(b);
-        hub.join(a, &oa, &room, None, Some(2), None).unwrap();
-        hub.join(b, &ob, &room, None, None, None).unwrap();
-        assert_eq!(
-            hub.join(b, &ob, &room, None, None, None),
-            Err(JoinError::AlreadyJoined)
-        );
+        hub.join(joiner(a, &oa, Some(2)), &room, None).unwrap();
+        hub.join(joiner(b, &ob, None), &room, None).unwrap();
+        assert_eq!(hub.join(joiner(b, &ob, None), &room, None), Err(JoinError::AlreadyJoined));
         let c = PeerId::random();
-        assert_eq!(
-            hub.join(c, &outbox(), &room, None, None, None),
-            Err(JoinError::RoomFull { capacity: 2 })
-        );
+        assert_eq!(hub.join(joiner(c, &outbox(), None), &room, None), Err(JoinError::RoomFull { capacity: 2 }));
 
         assert!(
             matches!(&drain(&oa)[..], [ServerMessage::Joined { .. }, ServerMessage::PeerJoined { id, .. }] if id == b.as_str())
         );
         match &drain(&ob)[..] {
-            [ServerMessage::Joined {
-                peers,
-                capacity: Some(2),
-                ..
-            }] => assert_eq!(peers[0].id, a.as_str()),
+            [ServerMessage::Joined { peers, capacity: Some(2), .. }] => assert_eq!(peers[0].id, a.as_str()),
             other => panic!("{other:?}"),
         }
         hub.disconnect(b, std::slice::from_ref(&room));
-        assert!(
-            matches!(&drain(&oa)[..], [ServerMessage::PeerLeft { id, .. }] if id == b.as_str())
-        );
+        assert!(matches!(&drain(&oa)[..], [ServerMessage::PeerLeft { id, .. }] if id == b.as_str()));
         assert!(hub.leave(a, &room));
         assert_eq!(hub.room_count(), 0, "an empty room is dropped");
     }
@@ -335,17 +292,11 @@ mod tests {
         let (r1, r2): (Arc<str>, Arc<str>) = ("one".into(), "two".into());
         for (id, room) in [(a, &r1), (b, &r1), (c, &r2)] {
             hub.connect(id);
-            hub.join(id, &outbox(), room, None, None, None).unwrap();
+            hub.join(joiner(id, &outbox(), None), room, None).unwrap();
         }
         assert_eq!(hub.relay(std::slice::from_ref(&r1), b, "{}".into()), Ok(()));
-        assert_eq!(
-            hub.relay(std::slice::from_ref(&r1), c, "{}".into()),
-            Err(RelayError::NoSharedRoom)
-        );
-        assert_eq!(
-            hub.relay(std::slice::from_ref(&r1), PeerId::random(), "{}".into()),
-            Err(RelayError::UnknownTarget)
-        );
+        assert_eq!(hub.relay(std::slice::from_ref(&r1), c, "{}".into()), Err(RelayError::NoSharedRoom));
+        assert_eq!(hub.relay(std::slice::from_ref(&r1), PeerId::random(), "{}".into()), Err(RelayError::UnknownTarget));
     }
 
     #[test]
@@ -355,7 +306,7 @@ mod tests {
         let (snapshot, mut events) = hub.observe(&room);
         assert!(snapshot.as_str().contains("\"peers\":[]"));
         let a = PeerId::random();
-        hub.join(a, &outbox(), &room, None, None, None).unwrap();
+        hub.join(joiner(a, &outbox(), None), &room, None).unwrap();
         hub.leave(a, &room);
         assert!(events.try_recv().unwrap().as_str().contains("peer-joined"));
         assert!(events.try_recv().unwrap().as_str().contains("peer-left"));

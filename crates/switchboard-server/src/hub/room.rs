@@ -21,6 +21,8 @@ pub struct Member {
     pub outbox: Arc<Outbox>,
     /// The metadata it joined with, shown to the others.
     pub meta: Option<Box<RawValue>>,
+    /// The authenticated user, shown to the others.
+    pub user: Option<Arc<str>>,
 }
 
 /// A room. It lives in the registry while it has members or observers.
@@ -36,30 +38,19 @@ pub struct Room {
 impl Room {
     /// An empty room.
     pub fn new(capacity: Option<u32>) -> Room {
-        Room {
-            members: IndexMap::new(),
-            capacity,
-            observers: None,
-        }
+        Room { members: IndexMap::new(), capacity, observers: None }
     }
 
     /// Whether the registry may drop this room.
     pub fn is_unused(&self) -> bool {
-        self.members.is_empty()
-            && self
-                .observers
-                .as_ref()
-                .is_none_or(|tx| tx.receiver_count() == 0)
+        self.members.is_empty() && self.observers.as_ref().is_none_or(|tx| tx.receiver_count() == 0)
     }
 
     /// The members as the protocol lists them, oldest first.
     pub fn peer_refs(&self) -> Vec<PeerRef<'_>> {
         self.members
             .iter()
-            .map(|(id, m)| PeerRef {
-                id: id.as_str(),
-                meta: m.meta.as_deref(),
-            })
+            .map(|(id, m)| PeerRef { id: id.as_str(), user: m.user.as_deref(), meta: m.meta.as_deref() })
             .collect()
     }
 

@@ -45,19 +45,8 @@ pub enum SseEndpoint {
 }
 
 /// Client message types as counted; anything that failed to decode is `invalid`.
-const INBOUND_TYPES: [&str; 11] = [
-    "join",
-    "leave",
-    "broadcast",
-    "ping",
-    "sdp",
-    "ice-candidate",
-    "offer",
-    "answer",
-    "candidate",
-    "signal",
-    "invalid",
-];
+const INBOUND_TYPES: [&str; 11] =
+    ["join", "leave", "broadcast", "ping", "sdp", "ice-candidate", "offer", "answer", "candidate", "signal", "invalid"];
 /// Server message types as counted.
 const OUTBOUND_TYPES: [&str; 15] = [
     "welcome",
@@ -92,7 +81,14 @@ pub struct Metrics {
     pub slow_consumers: Counter,
     /// Connections dropped for not answering a ping.
     pub ping_timeouts: Counter,
+    refused: [Counter; REFUSAL_REASONS.len()],
+    rate_limited: [Counter; 2],
+    /// Connections closed for flooding past their rate limits.
+    pub rate_limit_closes: Counter,
 }
+
+/// Why connections are refused before they are accepted.
+const REFUSAL_REASONS: [&str; 5] = ["origin", "max-connections", "max-connections-per-ip", "unauthorized", "forbidden"];
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -107,29 +103,24 @@ impl Metrics {
             handle
         });
         Metrics {
-            connections: Endpoint::ALL
-                .map(|e| gauge!("switchboard_connections", "endpoint" => e.label())),
-            sse_streams: ["sse", "room"]
-                .map(|e| gauge!("switchboard_sse_streams", "endpoint" => e)),
+            connections: Endpoint::ALL.map(|e| gauge!("switchboard_connections", "endpoint" => e.label())),
+            sse_streams: ["sse", "room"].map(|e| gauge!("switchboard_sse_streams", "endpoint" => e)),
             rooms: gauge!("switchboard_rooms"),
             peers: gauge!("switchboard_peers"),
-            messages_in: INBOUND_TYPES
-                .map(|t| counter!("switchboard_messages_in_total", "type" => t)),
-            messages_out: OUTBOUND_TYPES
-                .map(|t| counter!("switchboard_messages_out_total", "type" => t)),
-            errors: ErrorCode::ALL
-                .map(|c| counter!("switchboard_errors_total", "code" => c.as_str())),
+            messages_in: INBOUND_TYPES.map(|t| counter!("switchboard_messages_in_total", "type" => t)),
+            messages_out: OUTBOUND_TYPES.map(|t| counter!("switchboard_messages_out_total", "type" => t)),
+            errors: ErrorCode::ALL.map(|c| counter!("switchboard_errors_total", "code" => c.as_str())),
             slow_consumers: counter!("switchboard_slow_consumers_total"),
             ping_timeouts: counter!("switchboard_ping_timeouts_total"),
+            refused: REFUSAL_REASONS.map(|r| counter!("switchboard_refused_total", "reason" => r)),
+            rate_limited: ["messages", "bytes"].map(|l| counter!("switchboard_rate_limited_total", "limit" => l)),
+            rate_limit_closes: counter!("switchboard_rate_limit_closes_total"),
         }
     }
 
     /// The Prometheus text exposition of every series.
     pub fn render() -> String {
-        HANDLE
-            .get()
-            .map(PrometheusHandle::render)
-            .unwrap_or_default()
+        HANDLE.get().map(PrometheusHandle::render).unwrap_or_default()
     }
 
     /// Open WebSockets on one endpoint.
@@ -145,10 +136,7 @@ impl Metrics {
     /// Counts one client message by its `type` (`None`: it did not decode).
     pub fn message_in(&self, type_name: Option<&str>) {
         let label = type_name.unwrap_or("invalid");
-        let index = INBOUND_TYPES
-            .iter()
-            .position(|t| *t == label)
-            .unwrap_or(INBOUND_TYPES.len() - 1);
+        let index = INBOUND_TYPES.iter().position(|t| *t == label).unwrap_or(INBOUND_TYPES.len() - 1);
         self.messages_in[index].increment(1);
     }
 
@@ -157,6 +145,18 @@ impl Metrics {
         if let Some(index) = OUTBOUND_TYPES.iter().position(|t| *t == type_name) {
             self.messages_out[index].increment(n);
         }
+    }
+
+    /// Counts one connection refused before it was accepted, by reason label.
+    pub fn refused(&self, reason: &str) {
+        if let Some(index) = REFUSAL_REASONS.iter().position(|r| *r == reason) {
+            self.refused[index].increment(1);
+        }
+    }
+
+    /// Counts one message dropped for breaking a rate limit.
+    pub fn rate_limited(&self, limit: crate::rate_limit::Limit) {
+        self.rate_limited[limit as usize].increment(1);
     }
 
     /// Counts one error sent to a client.

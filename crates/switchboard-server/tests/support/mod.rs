@@ -45,10 +45,7 @@ impl Server {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Ok(entry) = serde_json::from_str::<serde_json::Value>(&line) {
                     if entry["fields"]["message"] == "listening" {
-                        let addr = entry["fields"]["addr"]
-                            .as_str()
-                            .unwrap_or_default()
-                            .to_owned();
+                        let addr = entry["fields"]["addr"].as_str().unwrap_or_default().to_owned();
                         let _ = addr_tx.send(addr);
                     }
                 }
@@ -59,10 +56,7 @@ impl Server {
             Ok(addr) => addr.parse().expect("listening address"),
             Err(_) => {
                 let _ = child.kill();
-                panic!(
-                    "server did not start; log:\n{}",
-                    log.lock().unwrap().join("\n")
-                );
+                panic!("server did not start; log:\n{}", log.lock().unwrap().join("\n"));
             }
         };
         Server { child, addr, log }
@@ -75,17 +69,12 @@ impl Server {
 
     /// A signaling client on `/ws`, past its `welcome`.
     pub async fn client(&self) -> Client {
-        Client::connect(&self.ws_url("/ws"))
-            .await
-            .expect("connect to /ws")
+        Client::connect(&self.ws_url("/ws")).await.expect("connect to /ws")
     }
 
     /// Sends SIGTERM.
     pub fn terminate(&self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("kill");
+        let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().expect("kill");
         assert!(status.success());
     }
 
@@ -110,10 +99,7 @@ impl Server {
     pub async fn metric(&self, name: &str) -> f64 {
         let (_, body) = http_get(self.addr, "/metrics").await;
         body.lines()
-            .find_map(|line| {
-                line.strip_prefix(name)
-                    .and_then(|rest| rest.strip_prefix(' '))
-            })
+            .find_map(|line| line.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
             .map(|value| value.trim().parse().expect("metric value"))
             .unwrap_or_else(|| panic!("metric {name} not found in:\n{body}"))
     }
@@ -126,10 +112,7 @@ impl Server {
             if value == expected {
                 return;
             }
-            assert!(
-                Instant::now() < deadline,
-                "{name} is {value}, expected {expected}"
-            );
+            assert!(Instant::now() < deadline, "{name} is {value}, expected {expected}");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -154,23 +137,12 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
 /// A plain HTTP/1.1 GET with extra header lines: (status, lower-cased head, body).
 pub async fn http_get_with(addr: SocketAddr, path: &str, headers: &str) -> (u16, String, String) {
     let mut stream = TcpStream::connect(addr).await.expect("connect");
-    let request =
-        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{headers}\r\n");
-    stream
-        .write_all(request.as_bytes())
-        .await
-        .expect("write request");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{headers}\r\n");
+    stream.write_all(request.as_bytes()).await.expect("write request");
     let mut response = Vec::new();
-    stream
-        .read_to_end(&mut response)
-        .await
-        .expect("read response");
+    stream.read_to_end(&mut response).await.expect("read response");
     let response = String::from_utf8_lossy(&response).into_owned();
-    let status = response
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("status code");
+    let status = response.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("status code");
     let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
     (status, head.to_ascii_lowercase(), body.to_owned())
 }
@@ -179,10 +151,7 @@ pub async fn http_get_with(addr: SocketAddr, path: &str, headers: &str) -> (u16,
 pub async fn http_open(addr: SocketAddr, path: &str, headers: &str) -> TcpStream {
     let mut stream = TcpStream::connect(addr).await.expect("connect");
     let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{headers}\r\n");
-    stream
-        .write_all(request.as_bytes())
-        .await
-        .expect("write request");
+    stream.write_all(request.as_bytes()).await.expect("write request");
     stream
 }
 
