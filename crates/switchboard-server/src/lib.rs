@@ -19,6 +19,7 @@
 //! * [`admission`], [`auth`]: who may connect (origin, connection caps, client
 //!   IP behind proxies) and who they are (JWT verification, room patterns).
 //! * [`rate_limit`]: per-connection message and byte rates.
+//! * [`tls`]: HTTPS/WSS with rustls; certificate reload on SIGHUP or file change.
 //! * [`lifecycle`], [`app`]: readiness, shutdown tokens, and the shared state.
 //! * [`telemetry`]: `tracing` setup and Prometheus metrics.
 //!
@@ -39,6 +40,7 @@ pub mod rate_limit;
 pub mod server;
 pub mod settings;
 pub mod telemetry;
+pub mod tls;
 
 pub use server::{serve, shutdown_signal};
 pub use settings::Settings;

@@ -11,6 +11,7 @@ use tracing::{info, warn};
 use crate::app::App;
 use crate::endpoints::router;
 use crate::settings::Settings;
+use crate::tls;
 
 /// Why the server could not run.
 #[derive(Debug, thiserror::Error)]
@@ -21,6 +22,9 @@ pub enum ServeError {
     /// The authentication keys are unusable.
     #[error(transparent)]
     Auth(#[from] crate::auth::AuthConfigError),
+    /// The TLS certificate or key cannot be loaded.
+    #[error("cannot load the TLS certificate and key: {0}")]
+    Tls(io::Error),
 }
 
 /// Serves until `shutdown` resolves, then shuts down in stages:
@@ -30,14 +34,37 @@ pub enum ServeError {
 /// 3. the server waits up to `shutdown-timeout` for connections to finish, then returns.
 pub async fn serve(settings: Settings, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
     let app = App::new(settings)?;
-    let listener = TcpListener::bind(app.settings.listen).await?;
+    let tls = match app.settings.tls_files() {
+        Some(files) => Some((tls::load(&files).await.map_err(ServeError::Tls)?, files)),
+        None => None,
+    };
+    let listener = std::net::TcpListener::bind(app.settings.listen)?;
+    listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
-    info!(%addr, auth = ?app.settings.auth, "listening");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    info!(%addr, scheme, auth = ?app.settings.auth, "listening");
 
     let stop_accepting = app.lifecycle.close_connections.clone();
     let service = router(app.clone()).into_make_service_with_connect_info::<SocketAddr>();
-    let http = axum::serve(listener, service).with_graceful_shutdown(async move { stop_accepting.cancelled().await });
-    let http = tokio::spawn(async move { http.await });
+    let http = match tls {
+        None => {
+            let listener = TcpListener::from_std(listener)?;
+            let server = axum::serve(listener, service).with_graceful_shutdown(stop_accepting.cancelled_owned());
+            tokio::spawn(async move { server.await })
+        }
+        Some((config, files)) => {
+            tokio::spawn(tls::watch(config.clone(), files, app.settings.tls_reload_interval, stop_accepting.clone()));
+            let handle = axum_server::Handle::new();
+            let stopper = handle.clone();
+            let grace = app.settings.shutdown_timeout;
+            tokio::spawn(async move {
+                stop_accepting.cancelled().await;
+                stopper.graceful_shutdown(Some(grace));
+            });
+            let server = axum_server::from_tcp_rustls(listener, config)?.handle(handle);
+            tokio::spawn(async move { server.serve(service).await })
+        }
+    };
 
     shutdown.await;
     drain(&app).await;

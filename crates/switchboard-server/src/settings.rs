@@ -175,6 +175,21 @@ pub struct Settings {
     #[arg(long, env = "SWITCHBOARD_RATE_LIMIT_BYTES", default_value_t = 1024 * 1024)]
     pub rate_limit_bytes: u32,
 
+    /// PEM certificate chain: serve HTTPS and WSS instead of plain HTTP (needs --tls-key).
+    #[arg(long, env = "SWITCHBOARD_TLS_CERT", requires = "tls_key")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = "SWITCHBOARD_TLS_KEY", requires = "tls_cert")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
+
+    /// How often to check the certificate files for changes (SIGHUP reloads at once).
+    #[arg(long, env = "SWITCHBOARD_TLS_RELOAD_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub tls_reload_interval: Duration,
+
     /// Runtime worker threads (0: one per CPU core).
     #[arg(long, env = "SWITCHBOARD_WORKERS", default_value_t = 0)]
     pub workers: usize,
@@ -232,6 +247,9 @@ impl Settings {
         if let Some((_, name, reason)) = checks.into_iter().find(|(ok, _, _)| !ok) {
             return Err(SettingsError::Invalid { name, reason });
         }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err(SettingsError::Invalid { name: "tls-cert", reason: "--tls-cert and --tls-key go together" });
+        }
         let schemes = ["stun:", "stuns:", "turn:", "turns:"];
         if !self.ice_servers.iter().all(|url| schemes.iter().any(|s| url.starts_with(s))) {
             return Err(SettingsError::Invalid {
@@ -240,6 +258,11 @@ impl Settings {
             });
         }
         Ok(())
+    }
+
+    /// The certificate files, when TLS is on.
+    pub fn tls_files(&self) -> Option<crate::tls::TlsFiles> {
+        Some(crate::tls::TlsFiles { cert: self.tls_cert.clone()?, key: self.tls_key.clone()? })
     }
 
     /// The `iceServers` array for `welcome`, as JSON; `None` when none are configured.

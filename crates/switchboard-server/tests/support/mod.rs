@@ -72,6 +72,11 @@ impl Server {
         Client::connect(&self.ws_url("/ws")).await.expect("connect to /ws")
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Sends SIGTERM.
     pub fn terminate(&self) {
         let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().expect("kill");
