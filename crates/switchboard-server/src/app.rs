@@ -9,6 +9,7 @@ use crate::auth::{AuthConfigError, Authenticator};
 use crate::channels::Channels;
 use crate::connection::Timings;
 use crate::hub::Hub;
+use crate::ice::IceServers;
 use crate::lifecycle::Lifecycle;
 use crate::outbox::{Outbox, QueueLimits};
 use crate::rate_limit::RateLimits;
@@ -31,8 +32,8 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     /// Readiness and shutdown.
     pub lifecycle: Lifecycle,
-    /// The `iceServers` of every `welcome`, serialised once.
-    pub ice_servers: Option<Box<serde_json::value::RawValue>>,
+    /// The STUN/TURN servers (and TURN credentials) peers are given.
+    pub ice: IceServers,
     /// Token verification.
     pub auth: Authenticator,
     /// Which `Origin`s may open WebSockets.
@@ -59,7 +60,7 @@ impl App {
             channels: Channels::default(),
             metrics,
             lifecycle: Lifecycle::default(),
-            ice_servers: settings.ice_servers_json(),
+            ice: IceServers::new(&settings),
             settings,
         }))
     }

@@ -16,6 +16,7 @@
 //! * [`hub`]: signaling rooms and peers: join, leave, relay, broadcast, observers.
 //! * [`channels`]: the plain fan-out groups of `/ws/broadcast`.
 //! * [`peer_id`]: unguessable, URL-safe peer ids.
+//! * [`ice`]: the STUN/TURN servers peers are given, with TURN REST credentials.
 //! * [`admission`], [`auth`]: who may connect (origin, connection caps, client
 //!   IP behind proxies) and who they are (JWT verification, room patterns).
 //! * [`rate_limit`]: per-connection message and byte rates.
@@ -33,6 +34,7 @@ pub mod channels;
 pub mod connection;
 pub mod endpoints;
 pub mod hub;
+pub mod ice;
 pub mod lifecycle;
 pub mod outbox;
 pub mod peer_id;

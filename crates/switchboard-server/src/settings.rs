@@ -190,6 +190,18 @@ pub struct Settings {
     #[serde(with = "humantime_serde")]
     pub tls_reload_interval: Duration,
 
+    /// TURN REST API shared secret (coturn `static-auth-secret`): each peer gets
+    /// its own time-limited TURN credentials instead of static ones.
+    #[arg(long, env = "SWITCHBOARD_TURN_SECRET", hide_env_values = true)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub turn_secret: Option<String>,
+
+    /// How long TURN credentials from --turn-secret stay valid. Long enough for a
+    /// call: TURN refreshes its allocation with the same credentials.
+    #[arg(long, env = "SWITCHBOARD_TURN_TTL", default_value = "12h", value_parser = humantime::parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub turn_ttl: Duration,
+
     /// Runtime worker threads (0: one per CPU core).
     #[arg(long, env = "SWITCHBOARD_WORKERS", default_value_t = 0)]
     pub workers: usize,
@@ -247,6 +259,12 @@ impl Settings {
         if let Some((_, name, reason)) = checks.into_iter().find(|(ok, _, _)| !ok) {
             return Err(SettingsError::Invalid { name, reason });
         }
+        if self.turn_secret.is_some() && (self.turn_username.is_some() || self.turn_credential.is_some()) {
+            return Err(SettingsError::Invalid {
+                name: "turn-secret",
+                reason: "give either --turn-secret or static --turn-username/--turn-credential, not both",
+            });
+        }
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err(SettingsError::Invalid { name: "tls-cert", reason: "--tls-cert and --tls-key go together" });
         }
@@ -267,24 +285,7 @@ impl Settings {
 
     /// The `iceServers` array for `welcome`, as JSON; `None` when none are configured.
     pub fn ice_servers_json(&self) -> Option<Box<serde_json::value::RawValue>> {
-        if self.ice_servers.is_empty() {
-            return None;
-        }
-        let (turn, stun): (Vec<&String>, Vec<&String>) =
-            self.ice_servers.iter().partition(|url| url.starts_with("turn"));
-        let mut servers = Vec::new();
-        if !stun.is_empty() {
-            servers.push(serde_json::json!({ "urls": stun }));
-        }
-        if !turn.is_empty() {
-            let mut entry = serde_json::json!({ "urls": turn });
-            if let (Some(username), Some(credential)) = (&self.turn_username, &self.turn_credential) {
-                entry["username"] = username.as_str().into();
-                entry["credential"] = credential.as_str().into();
-            }
-            servers.push(entry);
-        }
-        serde_json::value::to_raw_value(&servers).ok()
+        crate::ice::IceServers::new(self).for_user("anonymous")
     }
 }
 

@@ -25,6 +25,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
+        .route("/ice-servers", get(health::ice_servers))
         .route("/sdk/{file}", get(static_files::sdk))
         .fallback(get(static_files::page))
         .with_state(app)

@@ -56,7 +56,9 @@ async fn run(mut socket: WebSocket, app: Arc<App>, admitted: Admitted) {
     let outbox = app.outbox();
     app.hub.connect(id);
     let session = Session { app: app.clone(), id, identity, outbox: outbox.clone(), rooms: Vec::new() };
-    session.send(encode::welcome(id.as_str(), app.ice_servers.as_deref()), "welcome");
+    // TURN credentials name the authenticated user, or else the peer.
+    let ice_servers = app.ice.for_user(session.identity.user.as_deref().unwrap_or(id.as_str()));
+    session.send(encode::welcome(id.as_str(), ice_servers.as_deref()), "welcome");
     debug!(peer = %id, ip = %admitted.ip, "signaling peer connected");
     connection::run(&app, Endpoint::Signaling, socket, outbox, session, hard_limit(&app)).await;
     // `admitted` holds the connection's place under the caps until here.
