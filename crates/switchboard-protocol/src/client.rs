@@ -185,6 +185,19 @@ pub fn decode<'a>(frame: &'a str) -> Result<Request<'a>, DecodeError<'a>> {
     Ok(Request { rid, message })
 }
 
+/// The request id of a frame that will not be processed (e.g. rate-limited),
+/// so the refusal can still be matched to its request. `None` if the frame is
+/// not a JSON object or its `rid` is not a valid one.
+pub fn peek_rid(frame: &str) -> Option<&RawValue> {
+    #[derive(Deserialize)]
+    struct RidOnly<'a> {
+        #[serde(borrow)]
+        rid: Option<&'a RawValue>,
+    }
+    let rid = serde_json::from_str::<RidOnly<'_>>(frame).ok()?.rid?;
+    check_rid(rid).ok().map(|()| rid)
+}
+
 /// A JSON string field, borrowed when it has no escapes.
 fn string(raw: &RawValue) -> Option<Cow<'_, str>> {
     let text = raw.get();
@@ -291,6 +304,13 @@ mod tests {
         let err = decode(r#"{"type":"dance","rid":"r1"}"#).unwrap_err();
         assert_eq!(err.rid.map(RawValue::get), Some("\"r1\""));
         assert!(decode("{bad").unwrap_err().rid.is_none());
+    }
+
+    #[test]
+    fn peek_rid_reads_only_a_valid_rid() {
+        assert_eq!(peek_rid(r#"{"type":"whatever","rid":7,"x":[1]}"#).map(RawValue::get), Some("7"));
+        assert!(peek_rid(r#"{"rid":{"no":1}}"#).is_none());
+        assert!(peek_rid("not json").is_none());
     }
 
     #[test]

@@ -37,9 +37,9 @@ pub trait Handler {
     fn on_binary(&mut self, data: Bytes);
     /// The connection is over; runs once, before the close frame is sent.
     fn on_close(&mut self);
-    /// A frame was dropped for breaking a rate limit. The default says nothing:
-    /// plain endpoints have no way to.
-    fn on_rate_limited(&mut self, _limit: Limit) {}
+    /// A frame (its text, for a text frame) was dropped for breaking a rate
+    /// limit. The default says nothing: plain endpoints have no way to.
+    fn on_rate_limited(&mut self, _limit: Limit, _text: Option<&str>) {}
 }
 
 /// Timings every connection follows.
@@ -191,7 +191,11 @@ pub async fn drive(
                 };
                 if let Some(Err(limit)) = size.map(|size| limits.check(size)) {
                     metrics.rate_limited(limit);
-                    handler.on_rate_limited(limit);
+                    let text = match &inbound {
+                        Some(Ok(Message::Text(text))) => Some(text.as_str()),
+                        _ => None,
+                    };
+                    handler.on_rate_limited(limit, text);
                     if limits.strike() {
                         break Ending::Flooding;
                     }

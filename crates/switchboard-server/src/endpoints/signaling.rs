@@ -13,7 +13,7 @@ use axum::extract::State;
 use axum::response::Response;
 use bytes::Bytes;
 use serde_json::value::RawValue;
-use switchboard_protocol::client::{clip, decode, ClientMessage, Relay, Request};
+use switchboard_protocol::client::{clip, decode, peek_rid, ClientMessage, Relay, Request};
 use switchboard_protocol::relay::{replace_from, stamp_from};
 use switchboard_protocol::server::encode;
 use switchboard_protocol::{ErrorCode, DEFAULT_ROOM};
@@ -153,12 +153,12 @@ impl Handler for Session {
         );
     }
 
-    fn on_rate_limited(&mut self, limit: Limit) {
+    fn on_rate_limited(&mut self, limit: Limit, text: Option<&str>) {
         let message = match limit {
             Limit::Messages => "too many messages per second; this one was dropped",
             Limit::Bytes => "too many bytes per second; this message was dropped",
         };
-        self.send_error(ErrorCode::RateLimited, message, None);
+        self.send_error(ErrorCode::RateLimited, message, text.and_then(peek_rid));
     }
 
     fn on_close(&mut self) {

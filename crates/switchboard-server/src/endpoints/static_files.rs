@@ -45,7 +45,10 @@ fn serve<Assets: RustEmbed>(path: &str, headers: &HeaderMap) -> Response {
     if cached {
         return (StatusCode::NOT_MODIFIED, common).into_response();
     }
-    let content_type = (header::CONTENT_TYPE, file.metadata.mimetype().to_owned());
+    // mime_guess takes `.ts` for an MPEG transport stream; ours are TypeScript.
+    let mimetype =
+        if path.ends_with(".ts") { "application/typescript; charset=utf-8" } else { file.metadata.mimetype() };
+    let content_type = (header::CONTENT_TYPE, mimetype.to_owned());
     (common, [content_type], file.data).into_response()
 }
 

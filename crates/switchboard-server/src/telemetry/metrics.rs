@@ -45,8 +45,20 @@ pub enum SseEndpoint {
 }
 
 /// Client message types as counted; anything that failed to decode is `invalid`.
-const INBOUND_TYPES: [&str; 11] =
-    ["join", "leave", "broadcast", "ping", "sdp", "ice-candidate", "offer", "answer", "candidate", "signal", "invalid"];
+const INBOUND_TYPES: [&str; 12] = [
+    "join",
+    "leave",
+    "broadcast",
+    "ping",
+    "auth",
+    "sdp",
+    "ice-candidate",
+    "offer",
+    "answer",
+    "candidate",
+    "signal",
+    "invalid",
+];
 /// Server message types as counted.
 const OUTBOUND_TYPES: [&str; 15] = [
     "welcome",
