@@ -98,7 +98,14 @@ async fn required_auth_gives_no_peer_id_without_a_valid_token() {
     forged.replace_range(forged.len() - 4.., "AAAA");
     let parts: Vec<&str> = alice.split('.').collect();
     let alg_none = format!("eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{}.", parts[1]);
-    for bad in [forged.as_str(), expired.as_str(), alg_none.as_str(), "garbage"] {
+    let wrong_key = {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .args(["token", "--sub", "alice", "--auth-secret", "not-the-server-secret"])
+            .output()
+            .unwrap();
+        String::from_utf8(output.stdout).unwrap().trim().to_owned()
+    };
+    for bad in [forged.as_str(), expired.as_str(), alg_none.as_str(), wrong_key.as_str(), "garbage"] {
         assert_eq!(http_status(connect(&server, &format!("/ws?token={bad}"), &[]).await), 401, "{bad}");
     }
 
@@ -290,4 +297,35 @@ async fn a_flooding_client_is_told_then_closed_and_nobody_else_notices() {
     bystander.send(Message::text(json!({"type": "ping", "rid": "ok"}).to_string())).await.unwrap();
     assert_eq!(next_json(&mut bystander).await, json!({"type": "pong", "rid": "ok"}));
     assert_eq!(server.metric("switchboard_rate_limit_closes_total").await, 1.0);
+}
+
+#[tokio::test]
+async fn the_byte_rate_limit_refuses_the_excess_with_its_rid() {
+    // 1000 bytes/s; the bucket holds one largest frame (4 x 1024 bytes).
+    let server =
+        Server::start(&["--rate-limit-bytes", "1000", "--rate-limit-messages", "0", "--max-message-size", "1024"]);
+    let mut socket = connect(&server, "/ws", &[]).await.unwrap();
+    next_json(&mut socket).await;
+    let pad = "x".repeat(900);
+    for n in 0..8 {
+        socket.send(Message::text(json!({"type": "ping", "rid": n, "pad": pad}).to_string())).await.unwrap();
+    }
+    let mut answers = Vec::new();
+    for _ in 0..8 {
+        let reply = next_json(&mut socket).await;
+        answers.push((
+            reply["rid"].as_i64().unwrap(),
+            reply["type"].as_str().unwrap().to_owned(),
+            reply["code"].clone(),
+        ));
+    }
+    let served = answers.iter().filter(|(_, kind, _)| kind == "pong").count();
+    assert!((4..=5).contains(&served), "about 4 KiB of burst is served: {answers:?}");
+    for (n, (rid, kind, code)) in answers.iter().enumerate() {
+        assert_eq!(*rid, n as i64, "in order, each with its rid");
+        if kind == "error" {
+            assert_eq!(code, "rate-limited");
+        }
+    }
+    assert!(server.metric("switchboard_rate_limited_total{limit=\"bytes\"}").await >= 3.0);
 }
