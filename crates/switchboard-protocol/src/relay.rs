@@ -5,7 +5,9 @@
 //! body it does not have to: [`stamp_from`] splices the sender's id into the
 //! original bytes.
 
-use serde::Serialize;
+use serde::de::{MapAccess, Visitor};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 /// Message types that the server forwards to a `target` peer unchanged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -73,12 +75,48 @@ pub fn stamp_from(frame: &str, sender: &str) -> String {
 
 /// Returns `frame` with its `from` field replaced by the sender's id.
 ///
-/// The slow path, taken only when a client wrote its own `from`: the object is
-/// parsed, `from` overwritten, and the object written out again.
+/// The slow path, taken only when a client wrote its own `from`. The object is
+/// split into its members with every value kept as the exact text the client
+/// sent (numbers are never reformatted), every `from` member is dropped, and
+/// the rest is written back after the server's `from`.
 pub fn replace_from(frame: &str, sender: &str) -> Result<String, serde_json::Error> {
-    let mut object: serde_json::Map<String, serde_json::Value> = serde_json::from_str(frame)?;
-    object.insert("from".into(), serde_json::Value::String(sender.into()));
-    serde_json::to_string(&object)
+    let Members(members) = serde_json::from_str(frame)?;
+    let mut out = String::with_capacity(frame.len() + sender.len() + 10);
+    out.push_str("{\"from\":");
+    push_json_string(&mut out, sender);
+    for (key, value) in members.iter().filter(|(key, _)| key != "from") {
+        out.push(',');
+        push_json_string(&mut out, key);
+        out.push(':');
+        out.push_str(value.get());
+    }
+    out.push('}');
+    Ok(out)
+}
+
+/// An object's members in order, values as raw JSON text borrowed from the frame.
+struct Members<'a>(Vec<(String, &'a RawValue)>);
+
+impl<'de> Deserialize<'de> for Members<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> Visitor<'de> for Visit {
+            type Value = Members<'de>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Members<'de>, A::Error> {
+                let mut members = Vec::new();
+                while let Some(member) = map.next_entry::<String, &'de RawValue>()? {
+                    members.push(member);
+                }
+                Ok(Members(members))
+            }
+        }
+        deserializer.deserialize_map(Visit)
+    }
 }
 
 fn push_json_string(out: &mut String, value: &str) {
@@ -113,6 +151,17 @@ mod tests {
         let out: Value = serde_json::from_str(&replace_from(frame, "alice").unwrap()).unwrap();
         assert_eq!(out["from"], "alice");
         assert_eq!(out["target"], "b");
+    }
+
+    #[test]
+    fn replace_keeps_number_text_exactly() {
+        // Found by the `decode` fuzz target: re-serialising through `Value` rewrote numbers.
+        let frame = r#"{"type":"offer","target":"x","from":"y","a":[166666666666666666666666666666,1e2,1.50],"k\u00e9":{"from":1}}"#;
+        let out = replace_from(frame, "alice").unwrap();
+        assert_eq!(
+            out,
+            r#"{"from":"alice","type":"offer","target":"x","a":[166666666666666666666666666666,1e2,1.50],"ké":{"from":1}}"#
+        );
     }
 
     #[test]
