@@ -13,6 +13,7 @@
 //! | `exp` | expiry (required), checked with `auth-leeway` |
 //! | `nbf` | not before (optional), checked with `auth-leeway` |
 //! | `rooms` | room names or `*` patterns this token may join; absent: any room |
+//! | `capacity` | the largest capacity a room created with this token may have |
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,6 +47,9 @@ pub struct Claims {
     /// Rooms (or `*` patterns) the token may join; `None` allows every room.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rooms: Option<Vec<String>>,
+    /// The largest capacity a room created with this token may have.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<u32>,
 }
 
 /// Who a connection is.
@@ -55,12 +59,23 @@ pub struct Identity {
     pub user: Option<Arc<str>>,
     /// Room patterns from the token; `None` allows every room.
     rooms: Option<Vec<String>>,
+    /// Capacity cap for rooms this identity creates.
+    capacity: Option<u32>,
 }
 
 impl Identity {
     /// An anonymous identity, allowed in every room.
     pub fn anonymous() -> Identity {
         Identity::default()
+    }
+
+    /// The capacity a room created by this identity gets, given what the client
+    /// asked for: the token's `capacity` is a ceiling the client can only lower.
+    pub fn room_capacity(&self, requested: Option<u32>) -> Option<u32> {
+        match (self.capacity, requested) {
+            (Some(cap), Some(requested)) => Some(cap.min(requested)),
+            (cap, requested) => cap.or(requested),
+        }
     }
 
     /// Whether this identity may join `room`.
@@ -149,7 +164,8 @@ impl Authenticator {
     pub fn verify(&self, token: &str) -> Result<Identity, TokenError> {
         let key = self.key.as_ref().ok_or(TokenError::Missing)?;
         let data = jsonwebtoken::decode::<Claims>(token, key, &self.validation)?;
-        Ok(Identity { user: Some(data.claims.sub.into()), rooms: data.claims.rooms })
+        let Claims { sub, rooms, capacity, .. } = data.claims;
+        Ok(Identity { user: Some(sub.into()), rooms, capacity })
     }
 }
 
@@ -217,6 +233,7 @@ mod tests {
             exp: (now() as i64 + exp_offset) as u64,
             nbf: None,
             rooms: rooms.map(|r| r.into_iter().map(String::from).collect()),
+            capacity: None,
         }
     }
 
@@ -246,6 +263,18 @@ mod tests {
         assert!(identity.may_join("demo"));
         assert!(identity.may_join("team-blue"));
         assert!(!identity.may_join("other"));
+    }
+
+    #[test]
+    fn the_capacity_claim_is_a_ceiling() {
+        let mut limited = claims(None, 60);
+        limited.capacity = Some(2);
+        let identity = hs256().verify(&mint(&limited, Some(SECRET), None).unwrap()).unwrap();
+        assert_eq!(identity.room_capacity(None), Some(2));
+        assert_eq!(identity.room_capacity(Some(5)), Some(2));
+        assert_eq!(identity.room_capacity(Some(1)), Some(1));
+        assert_eq!(Identity::anonymous().room_capacity(Some(5)), Some(5));
+        assert_eq!(Identity::anonymous().room_capacity(None), None);
     }
 
     #[test]

@@ -39,6 +39,9 @@ enum Command {
         /// A room (or `*` pattern) the token may join; repeat for several. None: any room.
         #[arg(long = "room")]
         rooms: Vec<String>,
+        /// Largest capacity of a room created with this token (e.g. 2 for one-to-one calls).
+        #[arg(long)]
+        capacity: Option<u32>,
         /// How long the token is valid.
         #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
         ttl: Duration,
@@ -65,7 +68,7 @@ fn main() -> anyhow::Result<()> {
             telemetry::logging::init(settings.log_format, &settings.log).context("invalid --log filter")?;
             run(settings)
         }
-        Command::Token { sub, rooms, ttl, auth_secret, private_key } => {
+        Command::Token { sub, rooms, capacity, ttl, auth_secret, private_key } => {
             let pem = match &private_key {
                 Some(path) => Some(std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?),
                 None => None,
@@ -75,6 +78,7 @@ fn main() -> anyhow::Result<()> {
                 exp: auth::now() + ttl.as_secs(),
                 nbf: None,
                 rooms: (!rooms.is_empty()).then_some(rooms),
+                capacity,
             };
             println!("{}", auth::mint(&claims, auth_secret.as_deref(), pem.as_deref())?);
             Ok(())

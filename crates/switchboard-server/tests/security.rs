@@ -172,6 +172,29 @@ async fn a_token_gets_only_its_rooms_and_names_its_user() {
 }
 
 #[tokio::test]
+async fn a_token_capacity_caps_the_rooms_it_creates() {
+    let server = required(&[]);
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["token", "--sub", "host", "--capacity", "2", "--auth-secret", SECRET])
+        .output()
+        .unwrap();
+    let host = String::from_utf8(output.stdout).unwrap().trim().to_owned();
+    let guest = token("guest", &[], "1h");
+    let mut a = connect(&server, &format!("/ws?token={host}"), &[]).await.unwrap();
+    next_json(&mut a).await;
+    a.send(Message::text(json!({"type": "join", "room": "call", "capacity": 10}).to_string())).await.unwrap();
+    assert_eq!(next_json(&mut a).await["capacity"], 2, "the client cannot raise the token's capacity");
+    let mut b = connect(&server, &format!("/ws?token={guest}"), &[]).await.unwrap();
+    next_json(&mut b).await;
+    b.send(Message::text(json!({"type": "join", "room": "call"}).to_string())).await.unwrap();
+    assert_eq!(next_json(&mut b).await["type"], "joined");
+    let mut c = connect(&server, &format!("/ws?token={guest}"), &[]).await.unwrap();
+    next_json(&mut c).await;
+    c.send(Message::text(json!({"type": "join", "room": "call"}).to_string())).await.unwrap();
+    assert_eq!(next_json(&mut c).await["code"], "room-full");
+}
+
+#[tokio::test]
 async fn optional_auth_admits_anonymous_peers_but_refuses_bad_tokens() {
     let server = Server::start(&["--auth", "optional", "--auth-secret", SECRET]);
     let mut anonymous = connect(&server, "/ws", &[]).await.unwrap();

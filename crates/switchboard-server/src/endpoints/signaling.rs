@@ -220,6 +220,7 @@ impl Session {
         }
         let room: Arc<str> = room.into();
         let meta = meta.map(RawValue::to_owned);
+        let capacity = self.identity.room_capacity(capacity);
         let joiner = Joiner { id: self.id, outbox: &self.outbox, user: self.identity.user.clone(), meta, capacity };
         match self.app.hub.join(joiner, &room, rid) {
             Ok(()) => {
