@@ -24,14 +24,22 @@ fn required(extra: &[&str]) -> Server {
     Server::start(&args)
 }
 
-/// Mints a token with the real `switchboard token` command.
+/// Mints a token with the real `switchboard token` command, signed with `SECRET`.
 fn token(sub: &str, rooms: &[&str], ttl: &str) -> String {
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"));
-    command.args(["token", "--sub", sub, "--ttl", ttl, "--auth-secret", SECRET]);
+    let mut args = vec!["--sub", sub, "--ttl", ttl, "--auth-secret", SECRET];
     for room in rooms {
-        command.args(["--room", room]);
+        args.extend(["--room", room]);
     }
-    let output = command.output().expect("run switchboard token");
+    mint(&args)
+}
+
+/// Runs `switchboard token` with these arguments and returns the token.
+fn mint(args: &[&str]) -> String {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .arg("token")
+        .args(args)
+        .output()
+        .expect("run switchboard token");
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     String::from_utf8(output.stdout).unwrap().trim().to_owned()
 }
@@ -98,13 +106,7 @@ async fn required_auth_gives_no_peer_id_without_a_valid_token() {
     forged.replace_range(forged.len() - 4.., "AAAA");
     let parts: Vec<&str> = alice.split('.').collect();
     let alg_none = format!("eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{}.", parts[1]);
-    let wrong_key = {
-        let output = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
-            .args(["token", "--sub", "alice", "--auth-secret", "not-the-server-secret"])
-            .output()
-            .unwrap();
-        String::from_utf8(output.stdout).unwrap().trim().to_owned()
-    };
+    let wrong_key = mint(&["--sub", "alice", "--auth-secret", "not-the-server-secret"]);
     for bad in [forged.as_str(), expired.as_str(), alg_none.as_str(), wrong_key.as_str(), "garbage"] {
         assert_eq!(http_status(connect(&server, &format!("/ws?token={bad}"), &[]).await), 401, "{bad}");
     }
@@ -174,11 +176,7 @@ async fn a_token_gets_only_its_rooms_and_names_its_user() {
 #[tokio::test]
 async fn a_token_capacity_caps_the_rooms_it_creates() {
     let server = required(&[]);
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
-        .args(["token", "--sub", "host", "--capacity", "2", "--auth-secret", SECRET])
-        .output()
-        .unwrap();
-    let host = String::from_utf8(output.stdout).unwrap().trim().to_owned();
+    let host = mint(&["--sub", "host", "--capacity", "2", "--auth-secret", SECRET]);
     let guest = token("guest", &[], "1h");
     let mut a = connect(&server, &format!("/ws?token={host}"), &[]).await.unwrap();
     next_json(&mut a).await;
@@ -222,20 +220,11 @@ async fn es256_tokens_verify_against_a_public_key() {
     std::fs::write(&public, key.public_key_pem()).unwrap();
 
     let server = Server::start(&["--auth", "required", "--auth-public-key", public.to_str().unwrap()]);
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
-        .args(["token", "--sub", "carol", "--private-key", private.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    let es256 = String::from_utf8(output.stdout).unwrap().trim().to_owned();
+    let es256 = mint(&["--sub", "carol", "--private-key", private.to_str().unwrap()]);
     let mut socket = connect(&server, &format!("/ws?token={es256}"), &[]).await.unwrap();
     assert_eq!(next_json(&mut socket).await["type"], "welcome");
     // An HS256 token signed with the public key's text as the secret: the classic confusion attack.
-    let confused = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
-        .args(["token", "--sub", "mallory", "--auth-secret", &key.public_key_pem()])
-        .output()
-        .unwrap();
-    let confused = String::from_utf8(confused.stdout).unwrap().trim().to_owned();
+    let confused = mint(&["--sub", "mallory", "--auth-secret", &key.public_key_pem()]);
     assert_eq!(http_status(connect(&server, &format!("/ws?token={confused}"), &[]).await), 401);
 }
 
