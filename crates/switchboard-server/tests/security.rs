@@ -224,7 +224,9 @@ async fn es256_tokens_verify_against_a_public_key() {
     let mut socket = connect(&server, &format!("/ws?token={es256}"), &[]).await.unwrap();
     assert_eq!(next_json(&mut socket).await["type"], "welcome");
     // An HS256 token signed with the public key's text as the secret: the classic confusion attack.
-    let confused = mint(&["--sub", "mallory", "--auth-secret", &key.public_key_pem()]);
+    let public_pem_as_secret = format!("--auth-secret={}", key.public_key_pem());
+    let confused = mint(&["--sub", "mallory", &public_pem_as_secret]);
+    assert_eq!(confused.split('.').count(), 3, "a real HS256 token: {confused}");
     assert_eq!(http_status(connect(&server, &format!("/ws?token={confused}"), &[]).await), 401);
 }
 
