@@ -13,12 +13,13 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// Run the server without rate limits and with a per-IP cap above the connection
 /// count (every connection comes from 127.0.0.1):
 ///
-///   switchboard serve --listen 127.0.0.1:18500 --rate-limit-messages 0 --rate-limit-bytes 0 --max-connections-per-ip 20000
+///   switchboard serve --listen 127.0.0.1:18500 --rate-limit-messages 0 --rate-limit-bytes 0 \
+///       --max-connections-per-ip 20000
 ///
 /// The load generator has 20,000 file descriptors: keep connection counts at or
 /// below about 15,000.
 #[derive(Debug, Parser)]
-#[command(name = "switchboard-bench", version, about, long_about, max_term_width = 100)]
+#[command(name = "switchboard-bench", version, about, long_about, verbatim_doc_comment, max_term_width = 100)]
 pub struct Cli {
     #[command(subcommand)]
     pub scenario: Scenario,
@@ -34,6 +35,10 @@ pub enum Scenario {
     Echo(EchoArgs),
     /// P pairs of peers, each pair in its own room, relaying offers, signals and
     /// candidates to each other: messages per second and delivery latency.
+    ///
+    /// Closed loop (default) finds the highest throughput; its latency is mostly
+    /// queueing (about window x senders / throughput). Use --rate for latency at a
+    /// given load.
     Relay(RelayArgs),
     /// M rooms of K peers; one peer per room broadcasts: deliveries per second
     /// (K-1 per broadcast) and delivery latency.
@@ -126,7 +131,9 @@ pub struct IdleArgs {
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub rooms: Option<u64>,
 
-    /// The server's process id, to read its resident memory (VmRSS) from /proc.
+    /// The server's process id, to read its resident memory (VmRSS) from /proc
+    /// before and after. Use a freshly started server: memory an earlier run
+    /// freed is reused and hides part of the cost.
     #[arg(long)]
     pub server_pid: Option<u32>,
 }

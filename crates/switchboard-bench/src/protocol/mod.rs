@@ -16,9 +16,13 @@
 //! fail with that message.
 
 use std::future::Future;
+use std::io::ErrorKind;
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::LazyLock;
 
 use anyhow::{bail, Context, Result};
+use tokio::net::{TcpSocket, TcpStream};
 
 pub mod switchboard;
 
@@ -85,7 +89,7 @@ pub enum Event {
 }
 
 /// An open connection: its peer id (empty on endpoints without one) and its halves.
-pub struct Connection<P: Protocol + ?Sized> {
+pub struct Connection<P: Protocol> {
     pub id: PeerId,
     pub tx: P::Tx,
     pub rx: P::Rx,
@@ -127,6 +131,20 @@ pub trait Rx: Send + 'static {
     fn next(&mut self) -> impl Future<Output = Result<Option<Event>>> + Send;
 }
 
+/// The error an [`Rx`] returns when the server dropped the connection without the
+/// close frame it owes in reply to ours (RFC 6455, section 5.5.1): nothing was
+/// lost, but the close handshake was not completed.
+#[derive(Debug)]
+pub struct UncleanClose;
+
+impl std::fmt::Display for UncleanClose {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the server dropped the connection without answering our close frame")
+    }
+}
+
+impl std::error::Error for UncleanClose {}
+
 /// Where the server under test listens: a loopback address and the base URL.
 #[derive(Debug, Clone)]
 pub struct Target {
@@ -161,6 +179,49 @@ impl Target {
     }
 }
 
+/// Opens a TCP connection to `addr` from the same loopback address, choosing the
+/// local port itself.
+///
+/// The kernel's own choice (`connect` without `bind`) searches the ephemeral
+/// range for a free port, and once about half the range is in use to one
+/// destination that search costs milliseconds of CPU per connection: beyond about
+/// 10,000 connections the load generator would measure its own kernel instead of
+/// the server. Walking the range with explicit binds costs one lookup per port.
+/// Ports that are taken (by anyone) are skipped; after many misses in a row it
+/// falls back to the kernel's choice.
+pub async fn connect_tcp(addr: SocketAddr) -> std::io::Result<TcpStream> {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    static RANGE: LazyLock<(u32, u32)> = LazyLock::new(|| {
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .ok()
+            .and_then(|text| {
+                let mut parts = text.split_whitespace().map(|p| p.parse::<u32>());
+                match (parts.next(), parts.next()) {
+                    (Some(Ok(low)), Some(Ok(high))) if low <= high && high <= 65535 => Some((low, high)),
+                    _ => None,
+                }
+            })
+            .unwrap_or((32768, 60999))
+    });
+    let (low, high) = *RANGE;
+    for _ in 0..64 {
+        let port = low + NEXT.fetch_add(1, Ordering::Relaxed) % (high - low + 1);
+        let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+        // Lets a port whose last connection is in TIME_WAIT be used again.
+        socket.set_reuseaddr(true)?;
+        match socket.bind(SocketAddr::new(addr.ip(), port as u16)) {
+            Ok(()) => {}
+            Err(err) if err.kind() == ErrorKind::AddrInUse => continue,
+            Err(err) => return Err(err),
+        }
+        match socket.connect(addr).await {
+            Err(err) if err.kind() == ErrorKind::AddrInUse || err.kind() == ErrorKind::AddrNotAvailable => continue,
+            result => return result,
+        }
+    }
+    TcpStream::connect(addr).await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -174,5 +235,22 @@ mod tests {
         assert!(Target::parse("ws://192.168.1.2:80").is_err());
         assert!(Target::parse("http://127.0.0.1:80").is_err());
         assert!(Target::parse("ws://127.0.0.1:80/ws").is_err());
+    }
+
+    #[tokio::test]
+    async fn connects_from_ports_of_its_choosing() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut ports = Vec::new();
+        for _ in 0..3 {
+            let stream = connect_tcp(addr).await.unwrap();
+            let (accepted, peer) = listener.accept().await.unwrap();
+            assert_eq!(peer, stream.local_addr().unwrap());
+            assert!(peer.ip().is_loopback());
+            ports.push(peer.port());
+            drop(accepted);
+        }
+        ports.dedup();
+        assert_eq!(ports.len(), 3);
     }
 }

@@ -11,7 +11,8 @@
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
-use std::sync::LazyLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -21,12 +22,13 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use switchboard_protocol::relay::RelayKind;
 use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 
-use super::{BodyKind, Connection, Event, Outgoing, Protocol, Stamp, Target};
+use super::{BodyKind, Connection, Event, Outgoing, Protocol, Stamp, Target, UncleanClose};
 
 type Ws = WebSocketStream<TcpStream>;
 
@@ -50,7 +52,7 @@ impl Switchboard {
 
     async fn open(&self, path: &str, echo: bool) -> Result<(SwitchboardTx, SwitchboardRx)> {
         let addr = self.target.addr;
-        let stream = TcpStream::connect(addr).await.map_err(|err| explain_connect(err, addr))?;
+        let stream = super::connect_tcp(addr).await.map_err(|err| explain_connect(err, addr))?;
         stream.set_nodelay(true)?;
         let config = WebSocketConfig::default().read_buffer_size(self.read_buffer);
         let url = format!("{}{path}", self.target.base_url);
@@ -58,7 +60,8 @@ impl Switchboard {
             .await
             .map_err(|err| explain_handshake(err, &url))?;
         let (sink, stream) = socket.split();
-        Ok((SwitchboardTx { sink }, SwitchboardRx { stream, echo }))
+        let closing = Arc::new(AtomicBool::new(false));
+        Ok((SwitchboardTx { sink, closing: closing.clone() }, SwitchboardRx { stream, echo, closing }))
     }
 }
 
@@ -121,6 +124,8 @@ fn explain_handshake(err: WsError, url: &str) -> anyhow::Error {
 /// The sending half of a Switchboard connection.
 pub struct SwitchboardTx {
     sink: SplitSink<Ws, Message>,
+    /// Set once this side has sent its close frame.
+    closing: Arc<AtomicBool>,
 }
 
 impl SwitchboardTx {
@@ -150,7 +155,11 @@ impl super::Tx for SwitchboardTx {
         };
         let Stamp { seq, due_us, sent_us } = message.stamp;
         let mut frame = String::with_capacity(message.size + 64);
-        let _ = write!(frame, r#"{{"type":"{kind}","target":{},"seq":{seq},"ts":{due_us},"st":{sent_us},"#, json_string(to));
+        let _ = write!(
+            frame,
+            r#"{{"type":"{kind}","target":{},"seq":{seq},"ts":{due_us},"st":{sent_us},"#,
+            json_string(to)
+        );
         match message.kind {
             BodyKind::Sdp | BodyKind::Signal => {
                 const TAIL: &str = r#"","sdpType":"offer"}"#;
@@ -192,6 +201,7 @@ impl super::Tx for SwitchboardTx {
     }
 
     async fn close(&mut self) -> Result<()> {
+        self.closing.store(true, Ordering::Relaxed);
         match self.sink.close().await {
             Ok(()) | Err(WsError::ConnectionClosed | WsError::AlreadyClosed) => Ok(()),
             Err(err) => Err(err).context("closing"),
@@ -203,6 +213,7 @@ impl super::Tx for SwitchboardTx {
 pub struct SwitchboardRx {
     stream: SplitStream<Ws>,
     echo: bool,
+    closing: Arc<AtomicBool>,
 }
 
 impl super::Rx for SwitchboardRx {
@@ -211,14 +222,23 @@ impl super::Rx for SwitchboardRx {
             let Some(message) = self.stream.next().await else { return Ok(None) };
             return match message {
                 Ok(Message::Text(text)) => Ok(Some(if self.echo { decode_echo(&text) } else { decode(&text) })),
-                Ok(Message::Binary(bytes)) => Ok(Some(Event::Other(format!("a binary frame of {} bytes", bytes.len())))),
+                Ok(Message::Binary(bytes)) => {
+                    Ok(Some(Event::Other(format!("a binary frame of {} bytes", bytes.len()))))
+                }
                 Ok(Message::Close(None)) => Ok(None),
                 Ok(Message::Close(Some(frame))) if frame.code == CloseCode::Normal => Ok(None),
-                Ok(Message::Close(Some(frame))) => {
-                    Err(anyhow!("the server closed the connection: {} {:?}", u16::from(frame.code), frame.reason.as_str()))
-                }
+                Ok(Message::Close(Some(frame))) => Err(anyhow!(
+                    "the server closed the connection: {} {:?}",
+                    u16::from(frame.code),
+                    frame.reason.as_str()
+                )),
                 Ok(_) => continue,
                 Err(WsError::ConnectionClosed | WsError::AlreadyClosed) => Ok(None),
+                Err(WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake))
+                    if self.closing.load(Ordering::Relaxed) =>
+                {
+                    Err(UncleanClose.into())
+                }
                 Err(err) => Err(anyhow!("connection failed: {err}")),
             };
         }
@@ -280,10 +300,11 @@ fn decode(text: &str) -> Event {
         "peer-left" => Event::PeerLeft { peer: data_id() },
         "left" => Event::Left { rooms: frame.rooms.unwrap_or_default() },
         "broadcast" => {
-            let stamp = frame
-                .data
-                .and_then(|raw| serde_json::from_str::<DataStamp>(raw.get()).ok())
-                .map(|d| Stamp { seq: d.seq, due_us: d.ts, sent_us: d.st });
+            let stamp = frame.data.and_then(|raw| serde_json::from_str::<DataStamp>(raw.get()).ok()).map(|d| Stamp {
+                seq: d.seq,
+                due_us: d.ts,
+                sent_us: d.st,
+            });
             Event::Broadcast { from: from(), stamp }
         }
         "error" => Event::Error {
@@ -366,10 +387,7 @@ mod tests {
         assert_eq!(decode(relay), Event::Relay { from: "AAAAAAAAAAAAAAAAAAAAAA".into(), stamp: Some(stamp()) });
         let broadcast = r#"{"type":"broadcast","from":"A","room":"r","data":{"seq":7,"ts":1000,"st":1200,"pad":"x"}}"#;
         assert_eq!(decode(broadcast), Event::Broadcast { from: "A".into(), stamp: Some(stamp()) });
-        assert_eq!(
-            decode(r#"{"type":"peer-joined","data":"P","room":"r"}"#),
-            Event::PeerJoined { peer: "P".into() }
-        );
+        assert_eq!(decode(r#"{"type":"peer-joined","data":"P","room":"r"}"#), Event::PeerJoined { peer: "P".into() });
         assert_eq!(
             decode(r#"{"type":"error","code":"rate-limited","message":"too \"fast\""}"#),
             Event::Error { code: "rate-limited".into(), message: "too \"fast\"".into() }

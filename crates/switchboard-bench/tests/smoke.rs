@@ -1,0 +1,242 @@
+//! Smoke test: every scenario of the load generator, a few hundred connections
+//! for about two seconds, against the real `switchboard` binary on a free loopback
+//! port. Asserts correctness only (exit status 0, nothing lost, duplicated or out
+//! of order, some messages checked), never timing: CI machines are shared.
+//!
+//! The server binary comes from another crate, so Cargo does not build it for
+//! this test: run `cargo build -p switchboard-server` first (scripts/test builds
+//! every binary before testing).
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// How long one benchmark run may take before the test gives up on it.
+const RUN_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// The `switchboard` binary: beside this crate's binary, or in the workspace's
+/// `target/debug`.
+fn server_binary() -> PathBuf {
+    let beside = PathBuf::from(env!("CARGO_BIN_EXE_switchboard-bench")).with_file_name("switchboard");
+    let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/debug/switchboard");
+    for candidate in [beside, workspace] {
+        if candidate.is_file() {
+            return candidate;
+        }
+    }
+    panic!(
+        "the switchboard server binary is not built (looked beside {} and in target/debug): \
+         run `cargo build -p switchboard-server` first",
+        env!("CARGO_BIN_EXE_switchboard-bench")
+    );
+}
+
+/// A server process, killed when dropped.
+struct Server {
+    child: Child,
+    addr: String,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Server {
+    fn start() -> Server {
+        let mut child = Command::new(server_binary())
+            .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
+            .args(["--rate-limit-messages", "0", "--rate-limit-bytes", "0"])
+            // Every benchmark connection comes from 127.0.0.1.
+            .args(["--max-connections-per-ip", "10000"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn the switchboard server");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (addr_tx, addr_rx) = mpsc::channel();
+        let lines = log.clone();
+        // Keeps reading until the server exits, so it never blocks on a full pipe.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Ok(entry) = serde_json::from_str::<Value>(&line) {
+                    if entry["fields"]["message"] == "listening" {
+                        let _ = addr_tx.send(entry["fields"]["addr"].as_str().unwrap_or_default().to_owned());
+                    }
+                }
+                let mut lines = lines.lock().unwrap();
+                if lines.len() < 200 {
+                    lines.push(line);
+                }
+            }
+        });
+        match addr_rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(addr) => Server { child, addr, log },
+            Err(_) => {
+                let _ = child.kill();
+                panic!("the server did not log `listening`; its log:\n{}", log.lock().unwrap().join("\n"));
+            }
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("ws://{}", self.addr)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Output of one load generator run.
+struct Run {
+    success: bool,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs the load generator with `args`, killing it after [`RUN_TIMEOUT`].
+fn bench(args: &[&str]) -> Run {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard-bench"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn switchboard-bench");
+    let read = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = pipe.read_to_string(&mut text);
+            text
+        })
+    };
+    let stdout = read(Box::new(child.stdout.take().unwrap()));
+    let stderr = read(Box::new(child.stderr.take().unwrap()));
+    let deadline = Instant::now() + RUN_TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for switchboard-bench") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("switchboard-bench {args:?} did not finish within {RUN_TIMEOUT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Run { success: status.success(), stdout: stdout.join().unwrap(), stderr: stderr.join().unwrap() }
+}
+
+/// Runs one scenario for two seconds with `--json` against a fresh server and
+/// checks the verdict; returns the JSON report.
+fn scenario(args: &[&str]) -> Value {
+    let server = Server::start();
+    let url = server.url();
+    let mut full: Vec<&str> = args.to_vec();
+    full.extend(["--url", &url, "--duration", "2s", "--json"]);
+    let run = bench(&full);
+    let context = || {
+        format!(
+            "switchboard-bench {}\n--- stdout\n{}\n--- stderr\n{}\n--- server log (first lines)\n{}",
+            full.join(" "),
+            run.stdout,
+            run.stderr,
+            server.log.lock().unwrap().join("\n")
+        )
+    };
+    assert!(run.success, "the run failed\n{}", context());
+    let report: Value =
+        serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("stdout is not JSON: {e}\n{}", context()));
+    let check = &report["check"];
+    for field in ["lost", "duplicated", "out_of_order", "wrong_sender", "errors", "unexpected", "connection_failures"] {
+        assert_eq!(check[field], 0, "check.{field} is not 0\n{}", context());
+    }
+    assert!(check["messages"].as_u64().unwrap_or(0) > 0, "no messages were checked\n{}", context());
+    assert!(report["throughput"]["operations"].as_u64().unwrap_or(0) > 0, "nothing completed\n{}", context());
+    assert_eq!(report["ok"], true, "{}", context());
+    report
+}
+
+#[test]
+fn idle_holds_connections_and_measures_server_memory() {
+    let server = Server::start();
+    let pid = server.child.id().to_string();
+    let url = server.url();
+    let run = bench(&[
+        "idle",
+        "--connections",
+        "300",
+        "--rooms",
+        "30",
+        "--server-pid",
+        &pid,
+        "--url",
+        &url,
+        "--duration",
+        "2s",
+        "--json",
+    ]);
+    assert!(run.success, "idle failed:\n{}\n{}", run.stdout, run.stderr);
+    let report: Value = serde_json::from_str(&run.stdout).expect("JSON on stdout");
+    // 30 rooms of 10: each owes 10*9/2 peer-joined; plus 300 joined.
+    assert_eq!(report["results"]["peer_joined"], 30 * 45, "{}", run.stdout);
+    assert_eq!(report["check"]["messages"], 300 + 30 * 45, "{}", run.stdout);
+    assert_eq!(report["check"]["lost"], 0);
+    assert_eq!(report["check"]["duplicated"], 0);
+    assert!(report["results"]["server_rss_after_kib"].as_u64().unwrap_or(0) > 0, "{}", run.stdout);
+    assert!(report["results"]["server_rss_per_connection_kib"].is_number(), "{}", run.stdout);
+}
+
+#[test]
+fn echo_round_trips() {
+    scenario(&["echo", "--clients", "50"]);
+}
+
+#[test]
+fn relay_closed_loop_mixed_sizes_with_chart() {
+    let svg = std::env::temp_dir().join(format!("switchboard-bench-smoke-{}.svg", std::process::id()));
+    let svg_arg = svg.to_str().unwrap().to_owned();
+    let report = scenario(&["relay", "--pairs", "100", "--size-mix", "mixed", "--svg", &svg_arg]);
+    assert_eq!(report["params"]["mode"], "closed");
+    let chart = std::fs::read_to_string(&svg).expect("the chart was written");
+    let _ = std::fs::remove_file(&svg);
+    assert!(chart.starts_with("<svg") && chart.contains("relay on switchboard"), "not the chart: {chart:.200}");
+}
+
+#[test]
+fn relay_open_loop_sdp() {
+    let report = scenario(&["relay", "--pairs", "100", "--size-mix", "sdp", "--rate", "2000"]);
+    assert_eq!(report["params"]["mode"], "open");
+    assert!(report["service_latency_us"]["count"].as_u64().unwrap_or(0) > 0);
+}
+
+#[test]
+fn fanout_closed_and_open_loop() {
+    let report = scenario(&["fanout", "--room-size", "20", "--rooms", "10"]);
+    // Every broadcast reaches the 19 others.
+    assert_eq!(
+        report["throughput"]["operations"].as_u64().unwrap(),
+        report["results"]["broadcasts"].as_u64().unwrap() * 19
+    );
+    scenario(&["fanout", "--room-size", "10", "--rooms", "5", "--rate", "500", "--size-mix", "mixed"]);
+}
+
+#[test]
+fn churn_cycles() {
+    let report = scenario(&["churn", "--concurrency", "20"]);
+    let cycles = report["throughput"]["operations"].as_u64().unwrap();
+    assert_eq!(report["results"]["distinct_peer_ids"].as_u64().unwrap(), cycles, "a peer id was handed out twice");
+}
+
+#[test]
+fn refuses_anything_but_loopback() {
+    let run = bench(&["echo", "--clients", "1", "--url", "ws://10.1.2.3:8080", "--duration", "1s"]);
+    assert!(!run.success);
+    assert!(run.stderr.contains("not a loopback address"), "{}", run.stderr);
+}
