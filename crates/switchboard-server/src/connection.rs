@@ -59,7 +59,9 @@ const CLOSE_GRACE: Duration = Duration::from_secs(1);
 /// Why a connection ended, and what close frame (if any) the client is sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Ending {
-    /// The client closed or vanished: nothing left to say.
+    /// The client sent a close frame: the reply is already queued, only a flush is owed.
+    ClientClosed,
+    /// The client vanished: nothing left to say.
     ClientGone,
     /// The server is shutting down: 1001.
     ShuttingDown,
@@ -88,7 +90,7 @@ impl Ending {
             Ending::BadUtf8 => (close_code::INVALID, "invalid UTF-8 in a text frame"),
             Ending::ProtocolError => (close_code::PROTOCOL, "protocol error"),
             Ending::Flooding => (close_code::POLICY, "rate limit exceeded"),
-            Ending::ClientGone | Ending::PingTimeout | Ending::WriteTimeout => return None,
+            Ending::ClientClosed | Ending::ClientGone | Ending::PingTimeout | Ending::WriteTimeout => return None,
         };
         Some(CloseFrame { code, reason: Utf8Bytes::from_static(reason) })
     }
@@ -206,7 +208,8 @@ pub async fn drive(
                     Some(Ok(Message::Binary(data))) => handler.on_binary(data),
                     // tungstenite answers pings itself; a pong only proves liveness.
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-                    Some(Ok(Message::Close(_))) | None => break Ending::ClientGone,
+                    Some(Ok(Message::Close(_))) => break Ending::ClientClosed,
+                    None => break Ending::ClientGone,
                     Some(Err(err)) => break classify(err),
                 }
             }
@@ -236,6 +239,10 @@ pub async fn drive(
     debug!(?ending, "connection ended");
     if let Some(frame) = ending.close_frame() {
         close(socket, frame).await;
+    } else if ending == Ending::ClientClosed {
+        // tungstenite queued the echo of the client's close frame when it read
+        // it; flushing sends it, completing the handshake the client waits for.
+        let _ = timeout(CLOSE_GRACE, socket.flush()).await;
     }
 }
 

@@ -5,7 +5,10 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tokio::net::TcpListener;
+use axum::serve::ListenerExt;
+use axum_server::accept::NoDelayAcceptor;
+use axum_server::tls_rustls::RustlsAcceptor;
+use tokio::net::{TcpListener, TcpSocket};
 use tracing::{info, warn};
 
 use crate::app::App;
@@ -38,8 +41,7 @@ pub async fn serve(settings: Settings, shutdown: impl Future<Output = ()> + Send
         Some(files) => Some((tls::load(&files).await.map_err(ServeError::Tls)?, files)),
         None => None,
     };
-    let listener = std::net::TcpListener::bind(app.settings.listen)?;
-    listener.set_nonblocking(true)?;
+    let listener = bind(app.settings.listen)?;
     let addr = listener.local_addr()?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     info!(%addr, scheme, auth = ?app.settings.auth, "listening");
@@ -48,7 +50,11 @@ pub async fn serve(settings: Settings, shutdown: impl Future<Output = ()> + Send
     let service = router(app.clone()).into_make_service_with_connect_info::<SocketAddr>();
     let http = match tls {
         None => {
-            let listener = TcpListener::from_std(listener)?;
+            let listener = TcpListener::from_std(listener)?.tap_io(|stream| {
+                if let Err(error) = stream.set_nodelay(true) {
+                    warn!(%error, "cannot set TCP_NODELAY");
+                }
+            });
             let server = axum::serve(listener, service).with_graceful_shutdown(stop_accepting.cancelled_owned());
             tokio::spawn(async move { server.await })
         }
@@ -61,7 +67,9 @@ pub async fn serve(settings: Settings, shutdown: impl Future<Output = ()> + Send
                 stop_accepting.cancelled().await;
                 stopper.graceful_shutdown(Some(grace));
             });
-            let server = axum_server::from_tcp_rustls(listener, config)?.handle(handle);
+            let server = axum_server::from_tcp_rustls(listener, config)?
+                .map(|tls: RustlsAcceptor| tls.acceptor(NoDelayAcceptor))
+                .handle(handle);
             tokio::spawn(async move { server.serve(service).await })
         }
     };
@@ -77,6 +85,20 @@ pub async fn serve(settings: Settings, shutdown: impl Future<Output = ()> + Send
             Ok(())
         }
     }
+}
+
+/// Pending connections the kernel queues before `accept`: std's 128 overflows
+/// when thousands of peers reconnect at once (after a restart, say). Linux caps
+/// it at `net.core.somaxconn`.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds the listening socket with a deep accept backlog and `SO_REUSEADDR`,
+/// so a restarted server can bind again while old connections linger in TIME_WAIT.
+fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)?.into_std()
 }
 
 async fn drain(app: &Arc<App>) {

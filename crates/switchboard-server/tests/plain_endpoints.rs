@@ -8,6 +8,8 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use support::{http_get, http_open, read_until, Server};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{connect_async, MaybeTlsStream, WebSocketStream};
 
@@ -45,6 +47,26 @@ async fn echo_answers_text_like_the_seed_and_returns_binary_unchanged() {
     let bytes: Vec<u8> = (0..=255).collect();
     socket.send(Message::binary(bytes.clone())).await.unwrap();
     assert_eq!(next(&mut socket).await, Message::binary(bytes));
+}
+
+#[tokio::test]
+async fn a_client_close_frame_is_answered_with_the_same_code() {
+    let server = Server::start(&[]);
+    for path in ["/ws/echo", "/ws"] {
+        let mut socket = open(&server, path).await;
+        let goodbye = CloseFrame { code: CloseCode::Normal, reason: "bye".into() };
+        socket.send(Message::Close(Some(goodbye))).await.unwrap();
+        // The server's echo of the close frame completes the handshake; without
+        // it the client sees the TCP connection reset or end without one.
+        let answer = loop {
+            match tokio::time::timeout(Duration::from_secs(5), socket.next()).await.expect("an answer in time") {
+                Some(Ok(Message::Close(frame))) => break frame,
+                Some(Ok(_)) => continue,
+                other => panic!("{path}: expected a close frame, got {other:?}"),
+            }
+        };
+        assert_eq!(answer.map(|frame| frame.code), Some(CloseCode::Normal), "{path}");
+    }
 }
 
 #[tokio::test]
