@@ -30,6 +30,11 @@ export type ErrorCode =
   | "message-too-large"
   | "binary-not-supported"
   | "delivery-failed"
+  | "unauthorized"
+  | "forbidden"
+  | "rate-limited"
+  | "unexpected-message"
+  | "unavailable"
   // client-side
   | "timeout"
   | "disconnected"

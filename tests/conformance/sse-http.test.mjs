@@ -23,7 +23,7 @@ const RELAY_TYPES = ['sdp', 'ice-candidate', 'offer', 'answer', 'candidate', 'si
 const ERROR_CODES = [
   'malformed-json', 'unknown-type', 'missing-field', 'invalid-field', 'unknown-target', 'no-shared-room',
   'not-in-room', 'already-joined', 'room-full', 'too-many-rooms', 'message-too-large', 'binary-not-supported',
-  'delivery-failed', 'unauthorized', 'forbidden', 'rate-limited', 'unexpected-message',
+  'delivery-failed', 'unauthorized', 'forbidden', 'rate-limited', 'unexpected-message', 'unavailable',
 ];
 /** series → [type, label name or null, allowed label values or null] */
 const DOCUMENTED_SERIES = {

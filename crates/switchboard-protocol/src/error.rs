@@ -43,11 +43,14 @@ pub enum ErrorCode {
     RateLimited,
     /// A message that is valid, but not now (e.g. `auth` after `welcome`).
     UnexpectedMessage,
+    /// The message needs another node, and the broker that links the nodes
+    /// (Redis) is unreachable; nothing was delivered. Retry later.
+    Unavailable,
 }
 
 impl ErrorCode {
     /// Every code, for documentation tests and metrics pre-registration.
-    pub const ALL: [ErrorCode; 17] = [
+    pub const ALL: [ErrorCode; 18] = [
         ErrorCode::MalformedJson,
         ErrorCode::UnknownType,
         ErrorCode::MissingField,
@@ -65,6 +68,7 @@ impl ErrorCode {
         ErrorCode::Forbidden,
         ErrorCode::RateLimited,
         ErrorCode::UnexpectedMessage,
+        ErrorCode::Unavailable,
     ];
 
     /// The wire form, e.g. `"room-full"`.
@@ -87,6 +91,7 @@ impl ErrorCode {
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::RateLimited => "rate-limited",
             ErrorCode::UnexpectedMessage => "unexpected-message",
+            ErrorCode::Unavailable => "unavailable",
         }
     }
 

@@ -7,6 +7,7 @@ use axum::extract::ws::WebSocketUpgrade;
 use crate::admission::{ConnectionLimits, OriginPolicy};
 use crate::auth::{AuthConfigError, Authenticator};
 use crate::channels::Channels;
+use crate::cluster::Broker;
 use crate::connection::Timings;
 use crate::hub::Hub;
 use crate::ice::IceServers;
@@ -40,12 +41,18 @@ pub struct App {
     pub origins: OriginPolicy,
     /// Open connections, in total and per client IP.
     pub limits: Arc<ConnectionLimits>,
+    /// The link to the other nodes, when rooms are shared over Redis.
+    pub broker: Option<Arc<Broker>>,
 }
 
 impl App {
-    /// State for a server with these settings; fails on a bad key setup.
-    pub fn new(settings: Settings) -> Result<Arc<App>, AuthConfigError> {
-        let metrics = Arc::new(Metrics::install());
+    /// State for a server with these settings and, to share rooms with other
+    /// nodes, a broker; fails on a bad key setup.
+    pub fn new(
+        settings: Settings,
+        metrics: Arc<Metrics>,
+        broker: Option<Arc<Broker>>,
+    ) -> Result<Arc<App>, AuthConfigError> {
         let auth = Authenticator::new(
             settings.auth,
             settings.auth_secret.as_deref(),
@@ -56,7 +63,8 @@ impl App {
             auth,
             origins: OriginPolicy::new(&settings.allowed_origins),
             limits: ConnectionLimits::new(settings.max_connections, settings.max_connections_per_ip),
-            hub: Hub::new(settings.max_peers_per_room, metrics.clone()),
+            hub: Hub::new(settings.max_peers_per_room, metrics.clone(), broker.as_ref().map(|b| b.node())),
+            broker,
             channels: Channels::default(),
             metrics,
             lifecycle: Lifecycle::default(),

@@ -10,6 +10,8 @@
 //! for at most `write-timeout`, while its outbox overflows and marks it a slow
 //! consumer.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,14 +27,20 @@ use crate::outbox::Outbox;
 use crate::rate_limit::{Limit, RateLimits};
 use crate::telemetry::metrics::{Endpoint, Metrics};
 
+/// Work a handler must finish before the connection reads its next frame.
+pub type Pending<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+
 /// What an endpoint does with the frames its clients send.
 ///
 /// Handlers are synchronous: they route frames into outboxes and return. Replies
 /// to the client itself also go through its outbox, so they are ordered with
-/// everything else it is sent.
+/// everything else it is sent. The rare message that needs a round trip (a join
+/// decided by Redis) returns [`Pending`] work instead; the connection finishes it
+/// before reading on, so a client's messages still take effect in order. Only
+/// such a connection pays for the boxed future; an idle one holds none.
 pub trait Handler {
     /// A text frame arrived.
-    fn on_text(&mut self, text: Utf8Bytes);
+    fn on_text(&mut self, text: Utf8Bytes) -> Option<Pending<'_>>;
     /// A binary frame arrived.
     fn on_binary(&mut self, data: Bytes);
     /// The connection is over; runs once, before the close frame is sent.
@@ -204,7 +212,11 @@ pub async fn drive(
                     continue;
                 }
                 match inbound {
-                    Some(Ok(Message::Text(text))) => handler.on_text(text),
+                    Some(Ok(Message::Text(text))) => {
+                        if let Some(pending) = handler.on_text(text) {
+                            pending.await;
+                        }
+                    }
                     Some(Ok(Message::Binary(data))) => handler.on_binary(data),
                     // tungstenite answers pings itself; a pong only proves liveness.
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}

@@ -14,6 +14,8 @@
 //! * [`outbox`]: each connection's bounded send queue; the boundary between
 //!   whoever produces a frame and the task that writes it.
 //! * [`hub`]: signaling rooms and peers: join, leave, relay, broadcast, observers.
+//! * [`cluster`]: scale-out: rooms shared by several nodes over Redis (keys,
+//!   Lua scripts, the node-to-node wire format, heartbeats and recovery).
 //! * [`channels`]: the plain fan-out groups of `/ws/broadcast`.
 //! * [`peer_id`]: unguessable, URL-safe peer ids.
 //! * [`ice`]: the STUN/TURN servers peers are given, with TURN REST credentials.
@@ -31,6 +33,7 @@ pub mod admission;
 pub mod app;
 pub mod auth;
 pub mod channels;
+pub mod cluster;
 pub mod connection;
 pub mod endpoints;
 pub mod hub;

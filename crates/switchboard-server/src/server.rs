@@ -12,8 +12,10 @@ use tokio::net::{TcpListener, TcpSocket};
 use tracing::{info, warn};
 
 use crate::app::App;
+use crate::cluster::{self, Broker};
 use crate::endpoints::router;
 use crate::settings::Settings;
+use crate::telemetry::metrics::Metrics;
 use crate::tls;
 
 /// Why the server could not run.
@@ -28,6 +30,9 @@ pub enum ServeError {
     /// The TLS certificate or key cannot be loaded.
     #[error("cannot load the TLS certificate and key: {0}")]
     Tls(io::Error),
+    /// The Redis broker cannot be set up (a bad URL, or cluster seeds unreachable).
+    #[error("cannot connect to Redis: {0}")]
+    Broker(#[from] crate::cluster::BrokerError),
 }
 
 /// Serves until `shutdown` resolves, then shuts down in stages:
@@ -36,7 +41,15 @@ pub enum ServeError {
 /// 2. the listener closes and every WebSocket is sent close 1001, every event stream ends;
 /// 3. the server waits up to `shutdown-timeout` for connections to finish, then returns.
 pub async fn serve(settings: Settings, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
-    let app = App::new(settings)?;
+    let metrics = Arc::new(Metrics::install());
+    let broker = match settings.redis {
+        Some(_) => Some(Broker::connect(&settings, metrics.clone()).await?),
+        None => None,
+    };
+    let app = App::new(settings, metrics, broker.as_ref().map(|(broker, _)| broker.clone()))?;
+    if let Some((broker, wiring)) = broker {
+        cluster::spawn(app.clone(), broker, wiring);
+    }
     let tls = match app.settings.tls_files() {
         Some(files) => Some((tls::load(&files).await.map_err(ServeError::Tls)?, files)),
         None => None,
@@ -76,6 +89,9 @@ pub async fn serve(settings: Settings, shutdown: impl Future<Output = ()> + Send
 
     shutdown.await;
     drain(&app).await;
+    if let Some(broker) = &app.broker {
+        broker.deregister().await;
+    }
     // Plain HTTP requests still in flight get the same deadline.
     match tokio::time::timeout(app.settings.shutdown_timeout, http).await {
         Ok(Ok(result)) => Ok(result?),

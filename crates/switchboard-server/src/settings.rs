@@ -202,6 +202,35 @@ pub struct Settings {
     #[serde(with = "humantime_serde")]
     pub turn_ttl: Duration,
 
+    /// Redis (or Valkey) URL, `redis://host:port[/db]` or `rediss://` for TLS:
+    /// share rooms with every other node that uses the same Redis. Unset: one
+    /// node, rooms in memory, no external service.
+    #[arg(long, env = "SWITCHBOARD_REDIS")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis: Option<String>,
+
+    /// Treat `--redis` as a Redis Cluster seed list (comma-separated URLs); room
+    /// traffic then uses sharded pub/sub (`SPUBLISH`/`SSUBSCRIBE`, Redis 7).
+    #[arg(long, env = "SWITCHBOARD_REDIS_CLUSTER", default_value_t = false)]
+    #[serde(default)]
+    pub redis_cluster: bool,
+
+    /// Prefix of every Redis key and channel, so several deployments can share one Redis.
+    #[arg(long, env = "SWITCHBOARD_REDIS_PREFIX", default_value = "switchboard")]
+    pub redis_prefix: String,
+
+    /// How long a node may go without a heartbeat before the others declare it
+    /// dead and remove its peers from their rooms (`peer-left`). It beats five
+    /// times per period, so a dead node's peers are gone within about 1.2 times this.
+    #[arg(long, env = "SWITCHBOARD_NODE_TTL", default_value = "5s", value_parser = humantime::parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub node_ttl: Duration,
+
+    /// How long one Redis operation may take before it counts as failed.
+    #[arg(long, env = "SWITCHBOARD_REDIS_TIMEOUT", default_value = "2s", value_parser = humantime::parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub redis_timeout: Duration,
+
     /// Runtime worker threads (0: one per CPU core).
     #[arg(long, env = "SWITCHBOARD_WORKERS", default_value_t = 0)]
     pub workers: usize,
@@ -245,7 +274,14 @@ impl Settings {
 
     /// Refuses values that would make the server misbehave.
     pub fn validate(&self) -> Result<(), SettingsError> {
-        let checks: [(bool, &'static str, &'static str); 9] = [
+        let checks: [(bool, &'static str, &'static str); 12] = [
+            (self.node_ttl >= Duration::from_millis(500), "node-ttl", "must be at least 500ms"),
+            (!self.redis_timeout.is_zero(), "redis-timeout", "must be more than zero"),
+            (
+                !self.redis_prefix.is_empty() && !self.redis_prefix.contains(['{', '}']),
+                "redis-prefix",
+                "must be non-empty, without braces",
+            ),
             (self.max_connections >= 1, "max-connections", "must be at least 1"),
             (self.max_connections_per_ip >= 1, "max-connections-per-ip", "must be at least 1"),
             (self.max_message_size >= 1024, "max-message-size", "must be at least 1024 bytes"),

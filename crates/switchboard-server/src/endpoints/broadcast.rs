@@ -13,7 +13,7 @@ use serde::Deserialize;
 use crate::admission::{refuse, Admitted};
 use crate::app::App;
 use crate::channels::ConnectionId;
-use crate::connection::{self, Handler};
+use crate::connection::{self, Handler, Pending};
 use crate::hub::room::validate_name;
 use crate::telemetry::metrics::Endpoint;
 
@@ -63,8 +63,9 @@ struct Broadcaster {
 }
 
 impl Handler for Broadcaster {
-    fn on_text(&mut self, text: Utf8Bytes) {
+    fn on_text(&mut self, text: Utf8Bytes) -> Option<Pending<'_>> {
         self.app.channels.publish(&self.channel, self.id, Message::Text(text));
+        None
     }
 
     fn on_binary(&mut self, data: Bytes) {

@@ -10,7 +10,7 @@ use bytes::Bytes;
 
 use crate::admission::{refuse, Admitted};
 use crate::app::App;
-use crate::connection::{self, Handler};
+use crate::connection::{self, Handler, Pending};
 use crate::outbox::Outbox;
 use crate::telemetry::metrics::Endpoint;
 
@@ -36,9 +36,10 @@ struct Echo {
 }
 
 impl Handler for Echo {
-    fn on_text(&mut self, text: Utf8Bytes) {
+    fn on_text(&mut self, text: Utf8Bytes) -> Option<Pending<'_>> {
         let reply = format!("Server received: {}", text.as_str());
         let _ = self.outbox.push(Message::Text(reply.into()));
+        None
     }
 
     fn on_binary(&mut self, data: Bytes) {

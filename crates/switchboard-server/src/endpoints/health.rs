@@ -17,13 +17,21 @@ pub async fn healthz() -> &'static str {
     "ok"
 }
 
-/// Ready for new connections; 503 once shutdown has begun.
+/// Ready for new connections; 503 once shutdown has begun. With a Redis broker
+/// its state is reported too, but does not fail readiness: while Redis is down a
+/// node still serves its own peers, and every node shares the same Redis, so
+/// taking them all out of the load balancer would only make things worse.
 pub async fn readyz(State(app): State<Arc<App>>) -> impl IntoResponse {
-    if app.lifecycle.is_ready() {
-        (StatusCode::OK, Json(json!({"status": "ready"})))
+    let (status, mut body) = if app.lifecycle.is_ready() {
+        (StatusCode::OK, json!({"status": "ready"}))
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "shutting-down"})))
+        (StatusCode::SERVICE_UNAVAILABLE, json!({"status": "shutting-down"}))
+    };
+    if let Some(broker) = &app.broker {
+        body["broker"] = json!(crate::cluster::presence::state(broker));
+        body["node"] = json!(broker.node().as_str());
     }
+    (status, Json(body))
 }
 
 /// `GET /ice-servers`: `{"iceServers":[...]}` for this caller, with fresh TURN
@@ -40,6 +48,9 @@ pub async fn ice_servers(State(app): State<Arc<App>>, admitted: Admitted) -> Res
 }
 
 /// Prometheus text exposition.
-pub async fn metrics() -> impl IntoResponse {
+pub async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
+    // Read at scrape time: tokio counts its live tasks itself.
+    let runtime = tokio::runtime::Handle::current().metrics();
+    app.metrics.tasks_alive.set(runtime.num_alive_tasks() as f64);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], Metrics::render())
 }

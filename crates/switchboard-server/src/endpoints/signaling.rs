@@ -22,9 +22,11 @@ use tracing::{debug, info};
 use crate::admission::Admitted;
 use crate::app::App;
 use crate::auth::{Identity, TokenError};
-use crate::connection::{self, Handler};
+use crate::cluster::wire::record_prefix;
+use crate::cluster::{Admission, Broker};
+use crate::connection::{self, Handler, Pending};
 use crate::hub::room::validate_name;
-use crate::hub::{JoinError, Joiner, RelayError};
+use crate::hub::{JoinError, Joiner, RelayError, Route};
 use crate::outbox::Outbox;
 use crate::peer_id::PeerId;
 use crate::rate_limit::Limit;
@@ -54,7 +56,7 @@ async fn run(mut socket: WebSocket, app: Arc<App>, admitted: Admitted) {
     };
     let id = PeerId::random();
     let outbox = app.outbox();
-    app.hub.connect(id);
+    app.hub.connect(id, outbox.clone());
     let session = Session { app: app.clone(), id, identity, outbox: outbox.clone(), rooms: Vec::new() };
     // TURN credentials name the authenticated user, or else the peer.
     let ice_servers = app.ice.for_user(session.identity.user.as_deref().unwrap_or(id.as_str()));
@@ -120,18 +122,32 @@ fn refuse(code: ErrorCode, message: impl Into<String>) -> Refusal {
     Refusal { code, message: message.into() }
 }
 
+fn unavailable(error: crate::cluster::BrokerError) -> Refusal {
+    refuse(ErrorCode::Unavailable, format!("{error}; try again shortly"))
+}
+
+fn room_full(room: &str, capacity: u32) -> Refusal {
+    refuse(ErrorCode::RoomFull, format!("room `{}` is full (capacity {capacity})", clip(room, 64)))
+}
+
 impl Handler for Session {
-    fn on_text(&mut self, text: Utf8Bytes) {
+    fn on_text(&mut self, text: Utf8Bytes) -> Option<Pending<'_>> {
         let max = self.app.settings.max_message_size;
         if text.len() > max {
             self.app.metrics.message_in(None);
             let message = format!("message is {} bytes; the limit is {max}", text.len());
             self.send_error(ErrorCode::MessageTooLarge, &message, None);
-            return;
+            return None;
         }
         match decode(text.as_str()) {
             Ok(request) => {
                 self.app.metrics.message_in(Some(request.message.type_name()));
+                // With a broker, joins and leaves are decided by Redis: a round trip.
+                if let (Some(broker), ClientMessage::Join { .. } | ClientMessage::Leave { .. }) =
+                    (self.app.broker.clone(), &request.message)
+                {
+                    return Some(Box::pin(self.dispatch_shared(broker, text)));
+                }
                 let rid = request.rid;
                 if let Err(refusal) = self.dispatch(request, text.as_str()) {
                     self.send_error(refusal.code, &refusal.message, rid);
@@ -142,6 +158,7 @@ impl Handler for Session {
                 self.send_error(err.code, &err.message, err.rid);
             }
         }
+        None
     }
 
     fn on_binary(&mut self, _data: Bytes) {
@@ -163,7 +180,16 @@ impl Handler for Session {
 
     fn on_close(&mut self) {
         self.app.hub.disconnect(self.id, &self.rooms);
-        self.rooms.clear();
+        let rooms = std::mem::take(&mut self.rooms);
+        if let Some(broker) = self.app.broker.clone() {
+            let id = self.id;
+            tokio::spawn(async move {
+                for room in rooms {
+                    broker.leave(&room, id).await;
+                    broker.release(room);
+                }
+            });
+        }
         debug!(peer = %self.id, "signaling peer disconnected");
     }
 }
@@ -189,13 +215,8 @@ impl Session {
         }
     }
 
-    fn join(
-        &mut self,
-        room: &str,
-        meta: Option<&RawValue>,
-        capacity: Option<u32>,
-        rid: Option<&RawValue>,
-    ) -> Result<(), Refusal> {
+    /// Checks everything about a join that this node can decide alone.
+    fn check_join(&self, room: &str, meta: Option<&RawValue>) -> Result<(), Refusal> {
         let settings = &self.app.settings;
         validate_name(room, settings.max_room_name_len).map_err(|reason| refuse(ErrorCode::InvalidField, reason))?;
         if let Some(meta) = meta {
@@ -218,6 +239,17 @@ impl Session {
                 format!("a peer may be in at most {} rooms", settings.max_rooms_per_peer),
             ));
         }
+        Ok(())
+    }
+
+    fn join(
+        &mut self,
+        room: &str,
+        meta: Option<&RawValue>,
+        capacity: Option<u32>,
+        rid: Option<&RawValue>,
+    ) -> Result<(), Refusal> {
+        self.check_join(room, meta)?;
         let room: Arc<str> = room.into();
         let meta = meta.map(RawValue::to_owned);
         let capacity = self.identity.room_capacity(capacity);
@@ -228,25 +260,100 @@ impl Session {
                 Ok(())
             }
             Err(JoinError::AlreadyJoined) => Err(refuse(ErrorCode::AlreadyJoined, "already in this room")),
-            Err(JoinError::RoomFull { capacity }) => {
-                Err(refuse(ErrorCode::RoomFull, format!("room `{}` is full (capacity {capacity})", clip(&room, 64))))
+            Err(JoinError::RoomFull { capacity }) => Err(room_full(&room, capacity)),
+        }
+    }
+
+    /// `join` and `leave` when rooms are shared over Redis.
+    async fn dispatch_shared(&mut self, broker: Arc<Broker>, text: Utf8Bytes) {
+        let Ok(request) = decode(text.as_str()) else { return };
+        let rid = request.rid;
+        let result = match request.message {
+            ClientMessage::Join { room, meta, capacity } => {
+                self.join_shared(&broker, room.as_deref().unwrap_or(DEFAULT_ROOM), meta, capacity, rid).await
+            }
+            ClientMessage::Leave { room } => self.leave_shared(&broker, room.as_deref(), rid).await,
+            _ => Ok(()),
+        };
+        if let Err(refusal) = result {
+            self.send_error(refusal.code, &refusal.message, rid);
+        }
+    }
+
+    async fn join_shared(
+        &mut self,
+        broker: &Arc<Broker>,
+        room: &str,
+        meta: Option<&RawValue>,
+        capacity: Option<u32>,
+        rid: Option<&RawValue>,
+    ) -> Result<(), Refusal> {
+        self.check_join(room, meta)?;
+        let room: Arc<str> = room.into();
+        let capacity = self.identity.room_capacity(capacity);
+        let user = self.identity.user.clone();
+        // Subscribed before the join is published, so this node hears every
+        // event after it.
+        broker.acquire(&room).await.map_err(unavailable)?;
+        self.app.hub.prepare(&room);
+        let record = record_prefix(broker.node(), user.as_deref(), meta);
+        let admission = match broker.join(&room, self.id, &record, capacity).await {
+            Ok(Admission::Admitted { capacity, seq, members }) => Ok((capacity, seq, members)),
+            Ok(Admission::Full(capacity)) => Err(room_full(&room, capacity)),
+            Ok(Admission::AlreadyJoined) => Err(refuse(ErrorCode::AlreadyJoined, "already in this room")),
+            Err(error) => Err(unavailable(error)),
+        };
+        match admission {
+            Ok((capacity, seq, members)) => {
+                let meta = meta.map(RawValue::to_owned);
+                let joiner = Joiner { id: self.id, outbox: &self.outbox, user, meta, capacity };
+                self.app.hub.admit(joiner, &room, capacity, seq, members, rid);
+                self.rooms.push(room);
+                Ok(())
+            }
+            Err(refusal) => {
+                self.app.hub.abandon(&room);
+                broker.release(room);
+                Err(refusal)
             }
         }
     }
 
-    fn leave(&mut self, room: Option<&str>, rid: Option<&RawValue>) -> Result<(), Refusal> {
-        let leaving: Vec<Arc<str>> = match room {
+    async fn leave_shared(
+        &mut self,
+        broker: &Arc<Broker>,
+        room: Option<&str>,
+        rid: Option<&RawValue>,
+    ) -> Result<(), Refusal> {
+        let leaving = self.take_rooms(room)?;
+        for room in &leaving {
+            self.app.hub.leave(self.id, room);
+            broker.leave(room, self.id).await;
+            broker.release(room.clone());
+        }
+        let names: Vec<&str> = leaving.iter().map(|r| &**r).collect();
+        self.send(encode::left(&names, rid), "left");
+        Ok(())
+    }
+
+    /// Removes the named room (or all rooms) from this peer's list.
+    fn take_rooms(&mut self, room: Option<&str>) -> Result<Vec<Arc<str>>, Refusal> {
+        match room {
             Some(name) => {
                 let index = self
                     .rooms
                     .iter()
                     .position(|r| **r == *name)
                     .ok_or_else(|| refuse(ErrorCode::NotInRoom, format!("not in room `{}`", clip(name, 64))))?;
-                vec![self.rooms.remove(index)]
+                Ok(vec![self.rooms.remove(index)])
             }
-            None if self.rooms.is_empty() => return Err(refuse(ErrorCode::NotInRoom, "not in any room")),
-            None => std::mem::take(&mut self.rooms),
-        };
+            None if self.rooms.is_empty() => Err(refuse(ErrorCode::NotInRoom, "not in any room")),
+            None => Ok(std::mem::take(&mut self.rooms)),
+        }
+    }
+
+    fn leave(&mut self, room: Option<&str>, rid: Option<&RawValue>) -> Result<(), Refusal> {
+        let leaving = self.take_rooms(room)?;
         for room in &leaving {
             self.app.hub.leave(self.id, room);
         }
@@ -267,14 +374,14 @@ impl Session {
         } else {
             stamp_from(frame, self.id.as_str())
         };
-        match self.app.hub.relay(&self.rooms, target, stamped.into()) {
-            Ok(()) => {
-                self.app.metrics.messages_out(relay.kind.as_str(), 1);
-                if let Some(rid) = rid {
-                    self.send(encode::ack(rid), "ack");
-                }
-                Ok(())
-            }
+        let stamped = Utf8Bytes::from(stamped);
+        let routed = match self.app.hub.relay(&self.rooms, target, stamped.clone()) {
+            Ok(Route::Delivered) => Ok(()),
+            // The hub's mirror only lists peers on other nodes when there is a broker.
+            Ok(Route::Node(node)) => match &self.app.broker {
+                Some(broker) => broker.forward(node, target, self.id, stamped.as_str()).map_err(unavailable),
+                None => Err(unknown()),
+            },
             Err(RelayError::UnknownTarget) => Err(unknown()),
             Err(RelayError::NoSharedRoom) => {
                 Err(refuse(ErrorCode::NoSharedRoom, format!("peer `{target}` is in none of your rooms")))
@@ -283,7 +390,13 @@ impl Session {
                 ErrorCode::DeliveryFailed,
                 format!("peer `{target}` is not reading its messages and is being disconnected"),
             )),
+        };
+        routed?;
+        self.app.metrics.messages_out(relay.kind.as_str(), 1);
+        if let Some(rid) = rid {
+            self.send(encode::ack(rid), "ack");
         }
+        Ok(())
     }
 
     fn broadcast(&mut self, room: Option<&str>, data: &RawValue, rid: Option<&RawValue>) -> Result<(), Refusal> {
@@ -296,8 +409,14 @@ impl Session {
             (None, []) => return Err(refuse(ErrorCode::NotInRoom, "join a room before broadcasting")),
             (None, _) => return Err(refuse(ErrorCode::MissingField, "field `room` is required when in several rooms")),
         };
-        let frame = encode::broadcast(self.id.as_str(), room, data);
-        self.app.hub.broadcast(self.id, room, frame.into());
+        let frame = Utf8Bytes::from(encode::broadcast(self.id.as_str(), room, data));
+        let (_, elsewhere) = self.app.hub.broadcast(self.id, room, frame.clone());
+        if let (true, Some(broker)) = (elsewhere, &self.app.broker) {
+            broker.broadcast(room, self.id, frame.as_str()).map_err(|error| {
+                let message = format!("{error}: delivered to peers on this node only");
+                refuse(ErrorCode::Unavailable, message)
+            })?;
+        }
         if let Some(rid) = rid {
             self.send(encode::ack(rid), "ack");
         }

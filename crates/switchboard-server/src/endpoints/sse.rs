@@ -93,10 +93,32 @@ pub async fn room(Path(room): Path<String>, admitted: Admitted, State(app): Stat
         Ok(identity) if !identity.may_join(&room) => return refuse(&app, Refusal::Forbidden),
         Ok(_) => {}
     }
-    let (snapshot, events) = app.hub.observe(&room);
+    let room: Arc<str> = room.into();
+    // With a broker, the room may have members only on other nodes: subscribe to
+    // its events first, then read it, so nothing falls between the two.
+    let listed = match &app.broker {
+        Some(broker) => {
+            let listed = async {
+                broker.acquire(&room).await?;
+                match broker.members(&room).await {
+                    Ok(listed) => Ok(listed),
+                    Err(error) => {
+                        broker.release(room.clone());
+                        Err(error)
+                    }
+                }
+            };
+            match listed.await {
+                Ok(listed) => Some(listed),
+                Err(error) => return (StatusCode::SERVICE_UNAVAILABLE, error.to_string()).into_response(),
+            }
+        }
+        None => None,
+    };
+    let (snapshot, events) = app.hub.observe(&room, listed);
     let watch = RoomWatch {
         app: app.clone(),
-        room: room.into(),
+        room,
         events: Some(events),
         _gauge: GaugeGuard::new(app.metrics.sse_streams(SseEndpoint::Room)),
         _admitted: admitted,
@@ -137,5 +159,8 @@ impl Drop for RoomWatch {
         // The receiver must be gone before the hub counts the remaining ones.
         self.events = None;
         self.app.hub.release_observer(&self.room);
+        if let Some(broker) = &self.app.broker {
+            broker.release(self.room.clone());
+        }
     }
 }

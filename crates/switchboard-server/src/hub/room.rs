@@ -15,14 +15,49 @@ use crate::peer_id::PeerId;
 /// fresh snapshot instead.
 pub const OBSERVER_BACKLOG: usize = 64;
 
+/// Where a member is connected.
+#[derive(Clone)]
+pub enum Location {
+    /// To this node: frames go straight into its outbox.
+    Local(Arc<Outbox>),
+    /// To another node (when rooms are shared over a broker): frames go to that node.
+    Remote(PeerId),
+}
+
 /// A peer in a room.
+#[derive(Clone)]
 pub struct Member {
     /// Where to deliver frames for this peer.
-    pub outbox: Arc<Outbox>,
+    pub location: Location,
     /// The metadata it joined with, shown to the others.
     pub meta: Option<Box<RawValue>>,
     /// The authenticated user, shown to the others.
     pub user: Option<Arc<str>>,
+    /// With a broker: the seq of the last room event this member's `joined`
+    /// list already covers. The event stream may still carry older events; only
+    /// later ones are news to it. 0 on a single node.
+    pub since: u64,
+}
+
+impl Member {
+    /// A member connected to this node, sent room events numbered after `since`.
+    pub fn local(outbox: Arc<Outbox>, user: Option<Arc<str>>, meta: Option<Box<RawValue>>, since: u64) -> Member {
+        Member { location: Location::Local(outbox), meta, user, since }
+    }
+
+    /// The outbox of a local member that is to be sent a room event numbered
+    /// `seq` (`None`: an event outside the numbering, sent to every local member).
+    pub fn listening(&self, seq: Option<u64>) -> Option<&Arc<Outbox>> {
+        match &self.location {
+            Location::Local(outbox) if seq.is_none_or(|seq| seq > self.since) => Some(outbox),
+            _ => None,
+        }
+    }
+
+    /// Whether it is connected to this node.
+    pub fn is_local(&self) -> bool {
+        matches!(self.location, Location::Local(_))
+    }
 }
 
 /// A room. It lives in the registry while it has members or observers.
@@ -33,17 +68,42 @@ pub struct Room {
     pub capacity: Option<u32>,
     /// Membership events for `/sse/rooms/{room}`; `None` while nobody watches.
     pub observers: Option<broadcast::Sender<Utf8Bytes>>,
+    /// With a broker: joins of local peers that Redis is deciding right now.
+    pub pending_joins: u32,
+    /// With a broker, while joins are pending: the events applied meanwhile, which
+    /// may be newer than a pending join's snapshot of the room.
+    pub recent: Vec<Recent>,
+}
+
+/// A membership event applied while a join was pending.
+pub struct Recent {
+    /// Its seq among the room's events.
+    pub seq: u64,
+    /// Who joined or left.
+    pub peer: PeerId,
+    /// For a join of a peer on another node: where, and how it is shown.
+    pub joined: Option<Member>,
+    /// Whether it was a leave.
+    pub left: bool,
+    /// The event as sent to members.
+    pub frame: Utf8Bytes,
 }
 
 impl Room {
     /// An empty room.
     pub fn new(capacity: Option<u32>) -> Room {
-        Room { members: IndexMap::new(), capacity, observers: None }
+        Room { members: IndexMap::new(), capacity, observers: None, pending_joins: 0, recent: Vec::new() }
     }
 
-    /// Whether the registry may drop this room.
+    /// Whether the registry may drop this room: nobody on this node is in it or
+    /// watches it (members on other nodes are only a mirror, kept for routing).
     pub fn is_unused(&self) -> bool {
-        self.members.is_empty() && self.observers.as_ref().is_none_or(|tx| tx.receiver_count() == 0)
+        !self.members.values().any(Member::is_local) && !self.is_observed() && self.pending_joins == 0
+    }
+
+    /// Whether an event stream watches this room.
+    pub fn is_observed(&self) -> bool {
+        self.observers.as_ref().is_some_and(|tx| tx.receiver_count() > 0)
     }
 
     /// The members as the protocol lists them, oldest first.

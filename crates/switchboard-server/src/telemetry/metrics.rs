@@ -97,6 +97,20 @@ pub struct Metrics {
     rate_limited: [Counter; 2],
     /// Connections closed for flooding past their rate limits.
     pub rate_limit_closes: Counter,
+    /// Tokio tasks alive at the last scrape: a leak shows as growth at a steady load.
+    pub tasks_alive: Gauge,
+    /// 1 while the Redis broker is reachable and this node registered with it.
+    pub broker_up: Gauge,
+    /// Redis operations that failed or timed out.
+    pub broker_errors: Counter,
+    /// Relays and broadcasts published to other nodes.
+    pub broker_published: Counter,
+    /// Messages received from other nodes (room events, relays, broadcasts).
+    pub broker_received: Counter,
+    /// Times this node wrote its peers back into Redis and re-read its rooms.
+    pub broker_resyncs: Counter,
+    /// Peers of dead nodes this node removed from their rooms.
+    pub broker_reaped_peers: Counter,
 }
 
 /// Why connections are refused before they are accepted.
@@ -127,6 +141,13 @@ impl Metrics {
             refused: REFUSAL_REASONS.map(|r| counter!("switchboard_refused_total", "reason" => r)),
             rate_limited: ["messages", "bytes"].map(|l| counter!("switchboard_rate_limited_total", "limit" => l)),
             rate_limit_closes: counter!("switchboard_rate_limit_closes_total"),
+            tasks_alive: gauge!("switchboard_tasks_alive"),
+            broker_up: gauge!("switchboard_broker_up"),
+            broker_errors: counter!("switchboard_broker_errors_total"),
+            broker_published: counter!("switchboard_broker_published_total"),
+            broker_received: counter!("switchboard_broker_received_total"),
+            broker_resyncs: counter!("switchboard_broker_resyncs_total"),
+            broker_reaped_peers: counter!("switchboard_broker_reaped_peers_total"),
         }
     }
 

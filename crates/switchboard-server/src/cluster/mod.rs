@@ -1,0 +1,483 @@
+//! Scale-out: nodes share rooms through Redis.
+//!
+//! With `--redis`, Redis holds the truth about rooms, and each node's [`Hub`](crate::hub::Hub)
+//! keeps its own peers plus a mirror of the others, for routing:
+//!
+//! * **Membership** lives in one Redis hash per room (member → record). Joins,
+//!   leaves and the clean-up of dead nodes are Lua [`scripts`] that change the
+//!   hash and publish the matching event on the room's channel in one atomic
+//!   step, so a capacity of 2 holds across nodes and every node sees a room's
+//!   events in the one order Redis gave them.
+//! * **Events**: a node subscribes to the channel of every room it has peers in
+//!   (or watches) and applies what arrives with [`Hub::apply`](crate::hub::Hub::apply): that is where
+//!   local peers get `peer-joined`/`peer-left`, from whichever node.
+//! * **Relays** to a peer on another node go to that node's inbox channel;
+//!   broadcasts go to the room's channel. Both leave through one publisher task
+//!   and one connection, so a sender's messages stay in order. A relay that finds
+//!   its target gone comes back as an error to the sender: never a silent drop.
+//! * **Presence** ([`presence`]): each node beats a key with a TTL; the survivors
+//!   remove a dead node's peers from its rooms (so the others see `peer-left`).
+//!   When Redis comes back after an outage, or lost its data, the node writes its
+//!   peers back and re-reads its rooms ([`Hub::resync`](crate::hub::Hub::resync)).
+//!
+//! While Redis is unreachable, peers on one node keep signaling each other;
+//! whatever must cross nodes, and every `join`, is refused with `unavailable`.
+
+pub mod keys;
+pub mod link;
+pub mod presence;
+pub mod scripts;
+pub mod wire;
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use redis::{PushInfo, PushKind, Value};
+use serde_json::value::RawValue;
+use switchboard_protocol::client::peek_rid;
+use switchboard_protocol::ErrorCode;
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use crate::app::App;
+use crate::hub::Listed;
+use crate::peer_id::PeerId;
+use crate::settings::Settings;
+use crate::telemetry::metrics::Metrics;
+use keys::{Channel, Keys};
+use link::Link;
+use wire::{InboxMessage, RoomMessage};
+
+/// Relays and broadcasts waiting for the publisher; beyond this, senders are
+/// told `unavailable` rather than the node buffering without bound.
+const OUTGOING_QUEUE: usize = 65_536;
+/// Most publishes sent to Redis in one pipeline.
+const PUBLISH_BATCH: usize = 512;
+
+/// Why the broker could not do something.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    /// Redis is unreachable (or was, and this node has not re-registered yet).
+    #[error("the Redis broker is unreachable")]
+    Down,
+    /// Redis did not answer in time.
+    #[error("the Redis broker did not answer in time")]
+    Timeout,
+    /// Too much is waiting to be published.
+    #[error("too many messages are waiting for the Redis broker")]
+    Backlog,
+    /// Redis refused or failed a command.
+    #[error("Redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// Redis answered something the scripts never return.
+    #[error("unexpected answer from Redis")]
+    Protocol,
+}
+
+/// What the broker decided about a join.
+pub enum Admission {
+    /// In: the room's capacity and its members on every node, oldest first.
+    Admitted {
+        /// The room's capacity, if it has one.
+        capacity: Option<u32>,
+        /// The seq of the join among the room's events.
+        seq: u64,
+        /// Every member, the newcomer included.
+        members: Vec<Listed>,
+    },
+    /// The room is at this capacity.
+    Full(u32),
+    /// The peer is already a member.
+    AlreadyJoined,
+}
+
+/// A publish waiting for the publisher task.
+struct Outgoing {
+    channel: String,
+    payload: Vec<u8>,
+    /// Who to tell if it cannot be published.
+    origin: Option<Origin>,
+}
+
+struct Origin {
+    sender: PeerId,
+    rid: Option<Box<RawValue>>,
+}
+
+/// The tasks a broker needs, handed to [`spawn`] once the app exists.
+pub struct Wiring {
+    pushes: mpsc::UnboundedReceiver<PushInfo>,
+    outgoing: mpsc::Receiver<Outgoing>,
+}
+
+/// One node's link to the others.
+pub struct Broker {
+    node: PeerId,
+    keys: Keys,
+    link: Link,
+    /// Rooms this node is subscribed to, with how many local members, observers
+    /// and joins in flight need each. Held across the (un)subscribe round trip,
+    /// so a subscription never races its own removal.
+    interest: tokio::sync::Mutex<HashMap<Arc<str>, usize>>,
+    outgoing: mpsc::Sender<Outgoing>,
+    up: AtomicBool,
+    /// Rooms whose Redis side may be stale: a leave failed while Redis was down.
+    dirty: Mutex<HashSet<Arc<str>>>,
+    timeout: Duration,
+    node_ttl: Duration,
+    max_peers_per_room: u32,
+    metrics: Arc<Metrics>,
+}
+
+impl Broker {
+    /// Connects to Redis as a new node. A standalone Redis that is down now is
+    /// retried in the background; the node starts, and refuses cross-node work
+    /// with `unavailable` until Redis answers.
+    pub async fn connect(settings: &Settings, metrics: Arc<Metrics>) -> Result<(Arc<Broker>, Wiring), BrokerError> {
+        let url = settings.redis.as_deref().unwrap_or_default();
+        let (push_tx, pushes) = mpsc::unbounded_channel();
+        let link = Link::connect(url, settings.redis_cluster, settings.redis_timeout, push_tx).await?;
+        let (outgoing_tx, outgoing) = mpsc::channel(OUTGOING_QUEUE);
+        let node = PeerId::random();
+        info!(%node, cluster = settings.redis_cluster, "sharing rooms over Redis");
+        metrics.broker_up.set(0.0);
+        let broker = Broker {
+            node,
+            keys: Keys::new(&settings.redis_prefix),
+            link,
+            interest: tokio::sync::Mutex::new(HashMap::new()),
+            outgoing: outgoing_tx,
+            up: AtomicBool::new(false),
+            dirty: Mutex::new(HashSet::new()),
+            timeout: settings.redis_timeout,
+            node_ttl: settings.node_ttl,
+            max_peers_per_room: settings.max_peers_per_room,
+            metrics,
+        };
+        Ok((Arc::new(broker), Wiring { pushes, outgoing }))
+    }
+
+    /// This node's id.
+    pub fn node(&self) -> PeerId {
+        self.node
+    }
+
+    /// Whether Redis is reachable and this node is registered with it.
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
+    }
+
+    fn check_up(&self) -> Result<(), BrokerError> {
+        if self.is_up() {
+            Ok(())
+        } else {
+            Err(BrokerError::Down)
+        }
+    }
+
+    /// Notes that Redis failed; cross-node work is refused until the next
+    /// heartbeat gets through and this node has re-registered.
+    pub fn mark_down(&self, error: &BrokerError) {
+        if self.up.swap(false, Ordering::Relaxed) {
+            warn!(%error, "Redis broker unreachable: cross-node signaling suspended");
+            self.metrics.broker_up.set(0.0);
+        }
+    }
+
+    fn mark_up(&self) {
+        if !self.up.swap(true, Ordering::Relaxed) {
+            info!("Redis broker reachable: cross-node signaling resumed");
+            self.metrics.broker_up.set(1.0);
+        }
+    }
+
+    /// Runs one Redis operation under the broker's timeout; a failure marks the broker down.
+    async fn call<T>(&self, op: impl Future<Output = redis::RedisResult<T>>) -> Result<T, BrokerError> {
+        let result = match tokio::time::timeout(self.timeout, op).await {
+            Ok(Ok(value)) => return Ok(value),
+            Ok(Err(error)) => BrokerError::Redis(error),
+            Err(_) => BrokerError::Timeout,
+        };
+        self.metrics.broker_errors.increment(1);
+        // A command Redis refused is this command's problem; anything else means
+        // the connection is in doubt.
+        let refused = matches!(&result, BrokerError::Redis(e)
+            if !(e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout()));
+        if !refused {
+            self.mark_down(&result);
+        }
+        Err(result)
+    }
+
+    /// Subscribes to `room`'s events, if this node is not already, and counts
+    /// one more reason to stay subscribed. Pair with [`Broker::release`].
+    pub async fn acquire(&self, room: &Arc<str>) -> Result<(), BrokerError> {
+        self.check_up()?;
+        let mut interest = self.interest.lock().await;
+        if let Some(count) = interest.get_mut(room) {
+            *count += 1;
+            return Ok(());
+        }
+        let mut link = self.link.clone();
+        let channel = self.keys.room_channel(room);
+        self.call(link.subscribe(&channel)).await?;
+        interest.insert(room.clone(), 1);
+        Ok(())
+    }
+
+    /// Drops one reason to stay subscribed to `room`; unsubscribes after the last.
+    pub fn release(self: &Arc<Self>, room: Arc<str>) {
+        let broker = self.clone();
+        tokio::spawn(async move {
+            let mut interest = broker.interest.lock().await;
+            let Some(count) = interest.get_mut(&room) else { return };
+            *count -= 1;
+            if *count > 0 {
+                return;
+            }
+            interest.remove(&room);
+            let mut link = broker.link.clone();
+            // A failure leaves a subscription whose messages the hub ignores.
+            let _ = broker.call(link.unsubscribe(&broker.keys.room_channel(&room))).await;
+        });
+    }
+
+    /// Asks Redis to admit `peer` to `room`, cluster-wide.
+    pub async fn join(
+        &self,
+        room: &str,
+        peer: PeerId,
+        record: &str,
+        capacity: Option<u32>,
+    ) -> Result<Admission, BrokerError> {
+        self.check_up()?;
+        let mut link = self.link.clone();
+        // Indexed before joining, so that if this node dies the survivors find
+        // the room: a stale index entry costs a survivor one empty look.
+        let mut index = redis::cmd("SADD");
+        index.arg(self.keys.node_rooms(self.node.as_str())).arg(room);
+        self.call(index.query_async::<()>(&mut link)).await?;
+        let mut invocation = scripts::JOIN.key(self.keys.room(room));
+        invocation
+            .arg(peer.as_str())
+            .arg(record)
+            .arg(capacity.map(|c| c.to_string()).unwrap_or_default())
+            .arg(self.max_peers_per_room)
+            .arg(self.keys.room_channel(room))
+            .arg(link.publish_command());
+        let answer: Vec<Value> = self.call(invocation.invoke_async(&mut link)).await?;
+        match answer.as_slice() {
+            [Value::BulkString(status), capacity, Value::Int(seq), Value::Array(fields)] if status == b"ok" => {
+                let capacity =
+                    text(capacity).and_then(|c| c.parse::<u32>().ok()).map(|c| c.min(self.max_peers_per_room));
+                let seq = u64::try_from(*seq).unwrap_or(0);
+                Ok(Admission::Admitted { capacity, seq, members: listed(fields) })
+            }
+            [Value::BulkString(status), Value::Int(limit)] if status == b"full" => {
+                Ok(Admission::Full(u32::try_from(*limit).unwrap_or(u32::MAX)))
+            }
+            [Value::BulkString(status)] if status == b"already" => Ok(Admission::AlreadyJoined),
+            _ => Err(BrokerError::Protocol),
+        }
+    }
+
+    /// Removes `peer` from `room` in Redis, which tells every node. If Redis is
+    /// unreachable the room is remembered and put right when it is back.
+    pub async fn leave(&self, room: &Arc<str>, peer: PeerId) {
+        let result = async {
+            self.check_up()?;
+            let mut link = self.link.clone();
+            let mut invocation = scripts::LEAVE.key(self.keys.room(room));
+            invocation
+                .arg(peer.as_str())
+                .arg(self.node.as_str())
+                .arg(self.keys.room_channel(room))
+                .arg(link.publish_command());
+            self.call(invocation.invoke_async::<i64>(&mut link)).await
+        }
+        .await;
+        if let Err(error) = result {
+            debug!(%error, %room, %peer, "leave not recorded in Redis; will resync");
+            self.lock_dirty().insert(room.clone());
+        }
+    }
+
+    /// The members of `room` on every node, for an observer on a node with none.
+    pub async fn members(&self, room: &str) -> Result<Vec<Listed>, BrokerError> {
+        self.check_up()?;
+        let mut link = self.link.clone();
+        let hash: Value = self.call(redis::cmd("HGETALL").arg(self.keys.room(room)).query_async(&mut link)).await?;
+        // RESP3 answers HGETALL with a map; scripts (and RESP2) with a flat array.
+        let fields: Vec<Value> = match hash {
+            Value::Map(pairs) => pairs.into_iter().flat_map(|(k, v)| [k, v]).collect(),
+            Value::Array(fields) => fields,
+            _ => Vec::new(),
+        };
+        Ok(listed(&fields))
+    }
+
+    /// Queues a relay for a peer on another node.
+    pub fn forward(&self, node: PeerId, target: PeerId, sender: PeerId, frame: &str) -> Result<(), BrokerError> {
+        let origin = Origin { sender, rid: peek_rid(frame).map(RawValue::to_owned) };
+        self.enqueue(self.keys.inbox(node), wire::relay(target, sender, self.node, frame), Some(origin))
+    }
+
+    /// Queues a broadcast for a room's members on other nodes.
+    pub fn broadcast(&self, room: &str, sender: PeerId, frame: &str) -> Result<(), BrokerError> {
+        self.enqueue(self.keys.room_channel(room), wire::broadcast(self.node, sender, frame), None)
+    }
+
+    fn enqueue(&self, channel: String, payload: Vec<u8>, origin: Option<Origin>) -> Result<(), BrokerError> {
+        self.check_up()?;
+        self.outgoing.try_send(Outgoing { channel, payload, origin }).map_err(|_| BrokerError::Backlog)
+    }
+
+    fn lock_dirty(&self) -> std::sync::MutexGuard<'_, HashSet<Arc<str>>> {
+        self.dirty.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Removes this node from Redis on a clean shutdown: its peers leave their
+    /// rooms (the others see `peer-left` at once, not after the TTL).
+    pub async fn deregister(&self) {
+        let node = self.node.as_str();
+        let result = async {
+            let mut link = self.link.clone();
+            let rooms: Vec<String> =
+                self.call(redis::cmd("SMEMBERS").arg(self.keys.node_rooms(node)).query_async(&mut link)).await?;
+            for room in &rooms {
+                self.reap_room(room, node).await?;
+            }
+            let mut pipe = redis::pipe();
+            pipe.del(self.keys.node_rooms(node)).del(self.keys.alive(node)).srem(self.keys.nodes(), node);
+            self.call(pipe.query_async::<()>(&mut link)).await
+        }
+        .await;
+        match result {
+            Ok(()) => info!("left the Redis broker"),
+            Err(error) => warn!(%error, "could not deregister from Redis; the others will reap this node"),
+        }
+    }
+
+    /// Removes every member `node` has in `room`; returns how many.
+    async fn reap_room(&self, room: &str, node: &str) -> Result<i64, BrokerError> {
+        let mut link = self.link.clone();
+        let mut invocation = scripts::REAP.key(self.keys.room(room));
+        invocation.arg(node).arg(self.keys.room_channel(room)).arg(link.publish_command());
+        self.call(invocation.invoke_async(&mut link)).await
+    }
+}
+
+/// Starts the broker's tasks: the publisher, the receiver of pushes, presence.
+pub fn spawn(app: Arc<App>, broker: Arc<Broker>, wiring: Wiring) {
+    tokio::spawn(publish(app.clone(), broker.clone(), wiring.outgoing));
+    tokio::spawn(receive(app.clone(), broker.clone(), wiring.pushes));
+    tokio::spawn(presence::run(app, broker));
+}
+
+/// Sends queued relays and broadcasts, in order, pipelined in batches.
+async fn publish(app: Arc<App>, broker: Arc<Broker>, mut queue: mpsc::Receiver<Outgoing>) {
+    let mut batch = Vec::with_capacity(PUBLISH_BATCH);
+    let mut link = broker.link.clone();
+    let command = link.publish_command();
+    while queue.recv_many(&mut batch, PUBLISH_BATCH).await > 0 {
+        let mut pipe = redis::pipe();
+        for item in &batch {
+            pipe.cmd(command).arg(&item.channel).arg(&item.payload).ignore();
+        }
+        match broker.call(pipe.query_async::<()>(&mut link)).await {
+            Ok(()) => broker.metrics.broker_published.increment(batch.len() as u64),
+            Err(error) => {
+                debug!(%error, lost = batch.len(), "publish failed; telling the senders");
+                for origin in batch.iter().filter_map(|item| item.origin.as_ref()) {
+                    let message = "the Redis broker is unreachable; the message was not delivered";
+                    app.hub.tell_error(origin.sender, ErrorCode::Unavailable, message, origin.rid.as_deref());
+                }
+            }
+        }
+        batch.clear();
+    }
+}
+
+/// Applies what arrives on subscribed channels.
+async fn receive(app: Arc<App>, broker: Arc<Broker>, mut pushes: mpsc::UnboundedReceiver<PushInfo>) {
+    while let Some(push) = pushes.recv().await {
+        match push.kind {
+            PushKind::Message | PushKind::SMessage => {
+                if let [channel, payload] = push.data.as_slice() {
+                    if let (Some(channel), Value::BulkString(payload)) = (text(channel), payload) {
+                        broker.metrics.broker_received.increment(1);
+                        on_message(&app, &broker, channel, payload);
+                    }
+                }
+            }
+            PushKind::Disconnection => broker.mark_down(&BrokerError::Down),
+            _ => {}
+        }
+    }
+}
+
+fn on_message(app: &App, broker: &Broker, channel: &str, payload: &[u8]) {
+    match broker.keys.parse_channel(channel) {
+        Some(Channel::Room(room)) => match wire::parse_room(payload) {
+            // This node delivered its own broadcasts when they were sent.
+            Some(RoomMessage::Broadcast { node, .. }) if node == broker.node => {}
+            Some(message) => app.hub.apply(room, message),
+            None => warn!(%room, "unreadable room event from Redis"),
+        },
+        Some(Channel::Inbox) => match wire::parse_inbox(payload) {
+            Some(InboxMessage::Relay { target, sender, sender_node, frame }) => {
+                if let Err(error) = app.hub.deliver(target, frame) {
+                    let full = error == crate::hub::RelayError::DeliveryFailed;
+                    let notice = wire::undeliverable(sender, target, full, peek_rid(frame).map(RawValue::get));
+                    // Best effort: the sender's node may be the one that is gone.
+                    let _ = broker.enqueue(broker.keys.inbox(sender_node), notice, None);
+                }
+            }
+            Some(InboxMessage::Undeliverable { to, target, full, rid }) => {
+                let rid = rid.and_then(|rid| serde_json::from_str::<&RawValue>(rid).ok());
+                let (code, message) = if full {
+                    (
+                        ErrorCode::DeliveryFailed,
+                        format!("peer `{target}` is not reading its messages and is being disconnected"),
+                    )
+                } else {
+                    (ErrorCode::UnknownTarget, format!("peer `{target}` left before the message reached it"))
+                };
+                app.hub.tell_error(to, code, &message, rid);
+            }
+            None => warn!("unreadable inbox message from Redis"),
+        },
+        None => {}
+    }
+}
+
+/// Reads a room's hash (as `HGETALL` returns it) into members, oldest first.
+fn listed(fields: &[Value]) -> Vec<Listed> {
+    let mut members: Vec<(u64, Listed)> = fields
+        .chunks_exact(2)
+        .filter_map(|pair| {
+            let id = PeerId::parse(text(&pair[0])?)?;
+            let record = wire::parse_record(text(&pair[1])?)?;
+            let listed = Listed {
+                id,
+                node: PeerId::parse(record.node)?,
+                user: record.user.as_deref().map(Arc::from),
+                meta: record.meta.map(RawValue::to_owned),
+            };
+            Some((record.order, listed))
+        })
+        .collect();
+    members.sort_by_key(|(order, _)| *order);
+    members.into_iter().map(|(_, listed)| listed).collect()
+}
+
+fn text(value: &Value) -> Option<&str> {
+    match value {
+        Value::BulkString(bytes) => std::str::from_utf8(bytes).ok(),
+        Value::SimpleString(text) => Some(text),
+        _ => None,
+    }
+}

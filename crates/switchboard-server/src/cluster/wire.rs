@@ -1,0 +1,193 @@
+//! What nodes say to each other over pub/sub.
+//!
+//! Relays and broadcasts carry the client's frame as it will be delivered, after
+//! a fixed-width header of peer ids: no JSON escaping on the hot path. Membership
+//! events come from the Lua scripts as small JSON objects (see [`super::scripts`]).
+
+use std::borrow::Cow;
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::peer_id::{PeerId, PEER_ID_LEN};
+
+/// A message on a node's inbox channel.
+#[derive(Debug, PartialEq, Eq)]
+pub enum InboxMessage<'a> {
+    /// Deliver `frame` to the local peer `target`; `sender` (on `sender_node`)
+    /// is told if that is impossible.
+    Relay { target: PeerId, sender: PeerId, sender_node: PeerId, frame: &'a str },
+    /// A relay from local peer `to` could not be delivered to `target`: it is
+    /// gone, or (`full`) its send queue overflowed. `rid` is the request id of
+    /// the relay, as JSON, when it had one.
+    Undeliverable { to: PeerId, target: PeerId, full: bool, rid: Option<&'a str> },
+}
+
+/// A message on a room's channel.
+#[derive(Debug)]
+pub enum RoomMessage<'a> {
+    /// A peer joined, with its record; `seq` numbers the room's events.
+    /// `restored`: its node wrote it back after Redis lost it; it never left.
+    Joined { seq: u64, peer: PeerId, record: Record<'a>, restored: bool },
+    /// A peer left.
+    Left { seq: u64, peer: PeerId },
+    /// A room broadcast from `sender` on `node`, as delivered.
+    Broadcast { node: PeerId, sender: PeerId, frame: &'a str },
+}
+
+/// A member as stored in a room's hash.
+#[derive(Debug, Deserialize)]
+pub struct Record<'a> {
+    /// The node it is connected to.
+    #[serde(rename = "n")]
+    pub node: &'a str,
+    /// Its authenticated user.
+    #[serde(rename = "u", borrow, default)]
+    pub user: Option<Cow<'a, str>>,
+    /// Its `meta`.
+    #[serde(rename = "m", borrow, default)]
+    pub meta: Option<&'a RawValue>,
+    /// Its join number in the room: the order `joined` lists members in.
+    #[serde(rename = "o")]
+    pub order: u64,
+}
+
+/// The record of a member, without the join number the script appends.
+pub fn record_prefix(node: PeerId, user: Option<&str>, meta: Option<&RawValue>) -> String {
+    let user = user.map_or_else(|| "null".to_owned(), |u| serde_json::Value::from(u).to_string());
+    let meta = meta.map_or("null", RawValue::get);
+    format!(r#"{{"n":"{node}","u":{user},"m":{meta}"#)
+}
+
+/// Encodes a relay for `target`'s node.
+pub fn relay(target: PeerId, sender: PeerId, sender_node: PeerId, frame: &str) -> Vec<u8> {
+    header(b'r', &[target, sender, sender_node], frame.len(), frame)
+}
+
+/// Encodes an undeliverable notice for `to`'s node.
+pub fn undeliverable(to: PeerId, target: PeerId, full: bool, rid: Option<&str>) -> Vec<u8> {
+    header(if full { b'f' } else { b'u' }, &[to, target], rid.map_or(0, str::len), rid.unwrap_or(""))
+}
+
+/// Encodes a room broadcast.
+pub fn broadcast(node: PeerId, sender: PeerId, frame: &str) -> Vec<u8> {
+    header(b'b', &[node, sender], frame.len(), frame)
+}
+
+fn header(kind: u8, ids: &[PeerId], extra: usize, tail: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + ids.len() * PEER_ID_LEN + extra);
+    out.push(kind);
+    for id in ids {
+        out.extend_from_slice(id.as_str().as_bytes());
+    }
+    out.extend_from_slice(tail.as_bytes());
+    out
+}
+
+/// Reads an inbox message; `None` if it is not one (another version, corruption).
+pub fn parse_inbox(payload: &[u8]) -> Option<InboxMessage<'_>> {
+    let (&kind, rest) = payload.split_first()?;
+    match kind {
+        b'r' => {
+            let (ids, frame) = ids::<3>(rest)?;
+            Some(InboxMessage::Relay { target: ids[0], sender: ids[1], sender_node: ids[2], frame })
+        }
+        b'u' | b'f' => {
+            let (ids, rid) = ids::<2>(rest)?;
+            let rid = (!rid.is_empty()).then_some(rid);
+            Some(InboxMessage::Undeliverable { to: ids[0], target: ids[1], full: kind == b'f', rid })
+        }
+        _ => None,
+    }
+}
+
+/// Reads a room channel message; `None` if it is not one.
+pub fn parse_room(payload: &[u8]) -> Option<RoomMessage<'_>> {
+    if payload.first() == Some(&b'b') {
+        let (ids, frame) = ids::<2>(&payload[1..])?;
+        return Some(RoomMessage::Broadcast { node: ids[0], sender: ids[1], frame });
+    }
+    #[derive(Deserialize)]
+    struct Event<'a> {
+        k: &'a str,
+        s: u64,
+        p: &'a str,
+        #[serde(borrow, default)]
+        d: Option<&'a RawValue>,
+    }
+    let event: Event = serde_json::from_slice(payload).ok()?;
+    let peer = PeerId::parse(event.p)?;
+    match (event.k, event.d) {
+        (kind @ ("j" | "r"), Some(record)) => {
+            let record = parse_record(record.get())?;
+            Some(RoomMessage::Joined { seq: event.s, peer, record, restored: kind == "r" })
+        }
+        ("l", _) => Some(RoomMessage::Left { seq: event.s, peer }),
+        _ => None,
+    }
+}
+
+/// Reads a member record.
+pub fn parse_record(text: &str) -> Option<Record<'_>> {
+    serde_json::from_str(text).ok()
+}
+
+fn ids<const N: usize>(bytes: &[u8]) -> Option<([PeerId; N], &str)> {
+    let mut ids = [PeerId::random(); N];
+    let mut rest = bytes;
+    for id in &mut ids {
+        let (head, tail) = rest.split_at_checked(PEER_ID_LEN)?;
+        *id = PeerId::parse(std::str::from_utf8(head).ok()?)?;
+        rest = tail;
+    }
+    Some((ids, std::str::from_utf8(rest).ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relays_notices_and_broadcasts_round_trip() {
+        let (a, b, n) = (PeerId::random(), PeerId::random(), PeerId::random());
+        let frame = r#"{"type":"offer","target":"x","from":"y","sdp":"v=0\r\n"}"#;
+        assert_eq!(
+            parse_inbox(&relay(a, b, n, frame)),
+            Some(InboxMessage::Relay { target: a, sender: b, sender_node: n, frame })
+        );
+        assert_eq!(
+            parse_inbox(&undeliverable(a, b, true, Some("7"))),
+            Some(InboxMessage::Undeliverable { to: a, target: b, full: true, rid: Some("7") })
+        );
+        assert_eq!(
+            parse_inbox(&undeliverable(a, b, false, None)),
+            Some(InboxMessage::Undeliverable { to: a, target: b, full: false, rid: None })
+        );
+        assert!(matches!(
+            parse_room(&broadcast(n, a, frame)),
+            Some(RoomMessage::Broadcast { node, sender, frame: f }) if node == n && sender == a && f == frame
+        ));
+        assert_eq!(parse_inbox(b"r-short"), None);
+        assert_eq!(parse_inbox(b""), None);
+    }
+
+    #[test]
+    fn script_events_parse() {
+        let peer = PeerId::random();
+        let node = PeerId::random();
+        let record = format!("{},\"o\":3}}", record_prefix(node, Some("al\"ice"), None));
+        let joined = format!(r#"{{"k":"j","s":4,"p":"{peer}","d":{record}}}"#);
+        match parse_room(joined.as_bytes()) {
+            Some(RoomMessage::Joined { seq: 4, peer: p, record, restored: false }) => {
+                assert_eq!(p, peer);
+                assert_eq!(record.node, node.as_str());
+                assert_eq!(record.user.as_deref(), Some("al\"ice"));
+                assert_eq!(record.order, 3);
+            }
+            other => panic!("{other:?}"),
+        }
+        let left = format!(r#"{{"k":"l","s":5,"p":"{peer}"}}"#);
+        assert!(matches!(parse_room(left.as_bytes()), Some(RoomMessage::Left { seq: 5, peer: p }) if p == peer));
+        assert!(parse_room(b"{\"k\":\"x\",\"s\":1,\"p\":\"y\"}").is_none());
+    }
+}
