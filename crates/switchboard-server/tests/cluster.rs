@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use support::redis::Redis;
+use support::redis::{Redis, RedisCluster};
 use support::{http_get, Server};
 use switchboard_client::{Client, ClientError};
 
@@ -343,4 +343,39 @@ fn a_standalone_node_needs_no_redis() {
         assert_eq!(status, 200);
         assert!(!body.contains("broker"), "{body}");
     });
+}
+
+#[tokio::test]
+async fn nodes_on_a_redis_cluster_share_rooms_over_sharded_pub_sub() {
+    let cluster = RedisCluster::start();
+    let urls = cluster.urls();
+    let args = ["--redis", &urls, "--redis-cluster", "--node-ttl", "1s", "--rate-limit-messages", "0"];
+    let servers = [Server::start(&args), Server::start(&args)];
+    for server in &servers {
+        wait_broker_up(server).await;
+    }
+    // Rooms whose names hash to different shards.
+    for room in ["alpha", "beta", "gamma", "delta"] {
+        let mut a = servers[0].client().await;
+        let mut b = servers[1].client().await;
+        a.send(&json!({"type": "join", "room": room, "capacity": 2})).await.unwrap();
+        recv_type(&mut a, "joined").await;
+        b.send(&json!({"type": "join", "room": room})).await.unwrap();
+        let joined = recv_type(&mut b, "joined").await;
+        assert_eq!(ids(&joined["peers"]), HashSet::from([a.id().to_owned()]), "{room}");
+        assert_eq!(recv_json(&mut a).await["data"], b.id());
+        for n in 0..20 {
+            b.send(&json!({"type": "offer", "target": a.id(), "n": n})).await.unwrap();
+        }
+        for n in 0..20 {
+            assert_eq!(recv_json(&mut a).await["n"], n, "{room}: in order across nodes");
+        }
+        a.send(&json!({"type": "broadcast", "data": room})).await.unwrap();
+        assert_eq!(recv_json(&mut b).await["data"], room);
+        let mut third = servers[1].client().await;
+        third.send(&json!({"type": "join", "room": room})).await.unwrap();
+        assert_eq!(recv_type(&mut third, "error").await["code"], "room-full", "{room}: capacity holds");
+        drop(b);
+        assert_eq!(recv_type(&mut a, "peer-left").await["room"], room);
+    }
 }

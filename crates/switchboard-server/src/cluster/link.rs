@@ -65,6 +65,30 @@ impl Link {
         }
     }
 
+    /// Runs several commands, in order, in one round trip where possible: a
+    /// pipeline on one server. A cluster refuses pipelines whose keys live in
+    /// different slots, so there each command is routed on its own; they are
+    /// all submitted before any answer is awaited, in order, so commands for
+    /// the same slot (the same channel, say) still execute in order.
+    pub async fn batch(&mut self, commands: Vec<Cmd>) -> RedisResult<Vec<Value>> {
+        match self {
+            Link::Single(connection) => {
+                let mut pipe = Pipeline::with_capacity(commands.len());
+                for command in commands {
+                    pipe.add_command(command);
+                }
+                pipe.query_async(connection).await
+            }
+            Link::Cluster(connection) => {
+                let requests = commands.into_iter().map(|command| {
+                    let mut connection = connection.clone();
+                    async move { command.query_async::<Value>(&mut connection).await }
+                });
+                futures_util::future::try_join_all(requests).await
+            }
+        }
+    }
+
     /// Subscribes to a channel; returns once Redis has confirmed it.
     pub async fn subscribe(&mut self, channel: &str) -> RedisResult<()> {
         match self {

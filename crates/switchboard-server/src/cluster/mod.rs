@@ -350,9 +350,10 @@ impl Broker {
             for room in &rooms {
                 self.reap_room(room, node).await?;
             }
-            let mut pipe = redis::pipe();
-            pipe.del(self.keys.node_rooms(node)).del(self.keys.alive(node)).srem(self.keys.nodes(), node);
-            self.call(pipe.query_async::<()>(&mut link)).await
+            let mut srem = redis::cmd("SREM");
+            srem.arg(self.keys.nodes()).arg(node);
+            let commands = vec![del(self.keys.node_rooms(node)), del(self.keys.alive(node)), srem];
+            self.call(link.batch(commands)).await.map(drop)
         }
         .await;
         match result {
@@ -383,12 +384,16 @@ async fn publish(app: Arc<App>, broker: Arc<Broker>, mut queue: mpsc::Receiver<O
     let mut link = broker.link.clone();
     let command = link.publish_command();
     while queue.recv_many(&mut batch, PUBLISH_BATCH).await > 0 {
-        let mut pipe = redis::pipe();
-        for item in &batch {
-            pipe.cmd(command).arg(&item.channel).arg(&item.payload).ignore();
-        }
-        match broker.call(pipe.query_async::<()>(&mut link)).await {
-            Ok(()) => broker.metrics.broker_published.increment(batch.len() as u64),
+        let commands = batch
+            .iter()
+            .map(|item| {
+                let mut publish = redis::cmd(command);
+                publish.arg(&item.channel).arg(&item.payload);
+                publish
+            })
+            .collect();
+        match broker.call(link.batch(commands)).await {
+            Ok(_) => broker.metrics.broker_published.increment(batch.len() as u64),
             Err(error) => {
                 debug!(%error, lost = batch.len(), "publish failed; telling the senders");
                 for origin in batch.iter().filter_map(|item| item.origin.as_ref()) {
@@ -472,6 +477,12 @@ fn listed(fields: &[Value]) -> Vec<Listed> {
         .collect();
     members.sort_by_key(|(order, _)| *order);
     members.into_iter().map(|(_, listed)| listed).collect()
+}
+
+fn del(key: String) -> redis::Cmd {
+    let mut del = redis::cmd("DEL");
+    del.arg(key);
+    del
 }
 
 fn text(value: &Value) -> Option<&str> {

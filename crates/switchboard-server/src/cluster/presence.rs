@@ -68,12 +68,13 @@ pub async fn run(app: Arc<App>, broker: Arc<Broker>) {
 async fn beat(broker: &Broker) -> Result<bool, BrokerError> {
     let node = broker.node.as_str();
     let mut link = broker.link.clone();
-    let mut pipe = redis::pipe();
     let ttl_ms = u64::try_from(broker.node_ttl.as_millis()).unwrap_or(u64::MAX);
-    pipe.cmd("SET").arg(broker.keys.alive(node)).arg(1).arg("PX").arg(ttl_ms).ignore();
-    pipe.sadd(broker.keys.nodes(), node);
-    let (added,): (i64,) = broker.call(pipe.query_async(&mut link)).await?;
-    Ok(added == 1)
+    let mut alive = redis::cmd("SET");
+    alive.arg(broker.keys.alive(node)).arg(1).arg("PX").arg(ttl_ms);
+    let mut register = redis::cmd("SADD");
+    register.arg(broker.keys.nodes()).arg(node);
+    let answers = broker.call(link.batch(vec![alive, register])).await?;
+    Ok(matches!(answers.get(1), Some(Value::Int(1))))
 }
 
 /// Writes this node's peers back into their rooms and re-reads each room.
@@ -135,11 +136,15 @@ async fn reap_dead(broker: &Broker) -> Result<(), BrokerError> {
     if others.is_empty() {
         return Ok(());
     }
-    let mut pipe = redis::pipe();
-    for node in &others {
-        pipe.exists(broker.keys.alive(node));
-    }
-    let alive: Vec<bool> = broker.call(pipe.query_async(&mut link)).await?;
+    let checks = others
+        .iter()
+        .map(|node| {
+            let mut exists = redis::cmd("EXISTS");
+            exists.arg(broker.keys.alive(node));
+            exists
+        })
+        .collect();
+    let alive: Vec<bool> = broker.call(link.batch(checks)).await?.iter().map(|v| !matches!(v, Value::Int(0))).collect();
     for (node, _) in others.into_iter().zip(alive).filter(|(_, alive)| !alive) {
         let lock_ms = u64::try_from(REAP_LOCK.as_millis()).unwrap_or(u64::MAX);
         let mut lock = redis::cmd("SET");
@@ -154,9 +159,11 @@ async fn reap_dead(broker: &Broker) -> Result<(), BrokerError> {
         for room in &rooms {
             removed += broker.reap_room(room, node).await?;
         }
-        let mut pipe = redis::pipe();
-        pipe.del(broker.keys.node_rooms(node)).srem(broker.keys.nodes(), node.as_str());
-        broker.call(pipe.query_async::<()>(&mut link)).await?;
+        let mut forget = redis::cmd("DEL");
+        forget.arg(broker.keys.node_rooms(node));
+        let mut unregister = redis::cmd("SREM");
+        unregister.arg(broker.keys.nodes()).arg(node.as_str());
+        broker.call(link.batch(vec![forget, unregister])).await?;
         broker.metrics.broker_reaped_peers.increment(u64::try_from(removed).unwrap_or(0));
         warn!(%node, rooms = rooms.len(), peers = removed, "node stopped beating; removed its peers from their rooms");
     }

@@ -10,15 +10,22 @@ pub struct Redis {
     child: Option<Child>,
     pub port: u16,
     dir: PathBuf,
+    extra: Vec<String>,
 }
 
 impl Redis {
     /// Starts a Redis without persistence on a free port.
     pub fn start() -> Redis {
+        Redis::start_with(&[])
+    }
+
+    /// Starts a Redis without persistence on a free port, with extra arguments.
+    pub fn start_with(extra: &[&str]) -> Redis {
         let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port();
         let dir = std::env::temp_dir().join(format!("switchboard-redis-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("redis work dir");
-        let mut redis = Redis { child: None, port, dir };
+        let extra = extra.iter().map(|s| s.to_string()).collect();
+        let mut redis = Redis { child: None, port, dir, extra };
         redis.resume();
         redis
     }
@@ -42,6 +49,7 @@ impl Redis {
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(&self.dir)
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -66,5 +74,36 @@ impl Drop for Redis {
     fn drop(&mut self) {
         self.stop();
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A real three-master Redis Cluster on free loopback ports.
+pub struct RedisCluster {
+    pub nodes: Vec<Redis>,
+}
+
+impl RedisCluster {
+    /// Starts three cluster-enabled servers and joins them into one cluster.
+    pub fn start() -> RedisCluster {
+        let nodes: Vec<Redis> = (0..3).map(|_| Redis::start_with(&["--cluster-enabled", "yes"])).collect();
+        let addresses: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
+        let output = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addresses)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .expect("redis-cli");
+        assert!(output.status.success(), "cluster create: {}", String::from_utf8_lossy(&output.stdout));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !nodes[0].cli(&["cluster", "info"]).contains("cluster_state:ok") {
+            assert!(Instant::now() < deadline, "the cluster never became ready");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        RedisCluster { nodes }
+    }
+
+    /// The seed list for `--redis` with `--redis-cluster`.
+    pub fn urls(&self) -> String {
+        self.nodes.iter().map(Redis::url).collect::<Vec<_>>().join(",")
     }
 }
