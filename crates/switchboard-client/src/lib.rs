@@ -57,6 +57,9 @@ pub enum ClientError {
 pub struct Client {
     socket: Socket,
     id: String,
+    resume: Option<String>,
+    resumed: bool,
+    rooms: Vec<String>,
     timeout: Duration,
 }
 
@@ -64,17 +67,51 @@ impl Client {
     /// Connects and reads the `welcome`.
     pub async fn connect(url: &str) -> Result<Client, ClientError> {
         let (socket, _response) = tokio_tungstenite::connect_async(url).await?;
-        let mut client = Client { socket, id: String::new(), timeout: DEFAULT_TIMEOUT };
+        let mut client = Client {
+            socket,
+            id: String::new(),
+            resume: None,
+            resumed: false,
+            rooms: Vec::new(),
+            timeout: DEFAULT_TIMEOUT,
+        };
         match client.recv().await? {
-            ServerMessage::Welcome { id, .. } => client.id = id,
+            ServerMessage::Welcome { id, resume, resumed, rooms, .. } => {
+                client.id = id;
+                client.resume = resume;
+                client.resumed = resumed.unwrap_or(false);
+                client.rooms = rooms;
+            }
             other => return Err(ClientError::Unexpected(Box::new(other))),
         }
         Ok(client)
     }
 
+    /// Connects as a session that can be resumed (`?resume`), or resumes the
+    /// session of `token`; see [`Client::resume_token`] and [`Client::resumed`].
+    pub async fn connect_resumable(base_url: &str, token: Option<&str>) -> Result<Client, ClientError> {
+        let separator = if base_url.contains('?') { '&' } else { '?' };
+        Client::connect(&format!("{base_url}{separator}resume={}", token.unwrap_or(""))).await
+    }
+
     /// This peer's id, from `welcome`.
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    /// The token that resumes this session after a dropped connection.
+    pub fn resume_token(&self) -> Option<&str> {
+        self.resume.as_deref()
+    }
+
+    /// Whether this connection resumed an earlier session.
+    pub fn resumed(&self) -> bool {
+        self.resumed
+    }
+
+    /// The rooms a resumed session is in, from `welcome`.
+    pub fn rooms(&self) -> &[String] {
+        &self.rooms
     }
 
     /// Changes how long `recv` waits.

@@ -28,10 +28,19 @@ pub struct PeerInfo {
 /// A message from the server, as a client decodes it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ServerMessage {
-    /// First message on every connection: the peer id the server assigned, and
-    /// the ICE servers to use (in `RTCConfiguration.iceServers` form) if the
-    /// server has any configured.
-    Welcome { id: String, ice_servers: Option<Value> },
+    /// First message on every connection: the peer id the server assigned, the
+    /// ICE servers to use (in `RTCConfiguration.iceServers` form) if the server
+    /// has any configured, and the secret `resume` token that reconnects to this
+    /// session (`/ws?resume=TOKEN`). On a reconnection that asked to resume,
+    /// `resumed` says whether it did; if so the id is the old one and `rooms`
+    /// lists the rooms the peer is still in.
+    Welcome {
+        id: String,
+        ice_servers: Option<Value>,
+        resume: Option<String>,
+        resumed: Option<bool>,
+        rooms: Vec<String>,
+    },
     /// Reply to `join`: the room, its capacity, and who was already there.
     Joined { room: String, capacity: Option<u32>, peers: Vec<PeerInfo>, rid: Option<Value> },
     /// Someone entered a room you are in. On the wire the id is in `data`.
@@ -61,6 +70,12 @@ enum Tagged {
         id: String,
         #[serde(default, rename = "iceServers")]
         ice_servers: Option<Value>,
+        #[serde(default)]
+        resume: Option<String>,
+        #[serde(default)]
+        resumed: Option<bool>,
+        #[serde(default)]
+        rooms: Vec<String>,
     },
     Joined {
         room: String,
@@ -117,7 +132,9 @@ impl ServerMessage {
             return Ok(ServerMessage::Relay { kind, from, body: value });
         }
         Ok(match serde_json::from_value(value)? {
-            Tagged::Welcome { id, ice_servers } => ServerMessage::Welcome { id, ice_servers },
+            Tagged::Welcome { id, ice_servers, resume, resumed, rooms } => {
+                ServerMessage::Welcome { id, ice_servers, resume, resumed, rooms }
+            }
             Tagged::Joined { room, capacity, peers, rid } => ServerMessage::Joined { room, capacity, peers, rid },
             Tagged::PeerJoined { data, room, user, meta } => ServerMessage::PeerJoined { id: data, room, user, meta },
             Tagged::PeerLeft { data, room } => ServerMessage::PeerLeft { id: data, room },
@@ -157,6 +174,12 @@ pub mod encode {
             id: &'a str,
             #[serde(rename = "iceServers", skip_serializing_if = "Option::is_none")]
             ice_servers: Option<&'a RawValue>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            resume: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            resumed: Option<bool>,
+            #[serde(skip_serializing_if = "<[&str]>::is_empty")]
+            rooms: &'a [&'a str],
         },
         Joined {
             room: &'a str,
@@ -227,7 +250,19 @@ pub mod encode {
 
     /// `{"type":"welcome","id":...,"iceServers":[...]}`; `iceServers` only when given.
     pub fn welcome(id: &str, ice_servers: Option<&RawValue>) -> String {
-        write(&Out::Welcome { id, ice_servers })
+        write(&Out::Welcome { id, ice_servers, resume: None, resumed: None, rooms: &[] })
+    }
+
+    /// `welcome` with the session's resume token; on a reconnection that asked
+    /// to resume, `resumed` and the rooms the peer is (still) in.
+    pub fn welcome_session(
+        id: &str,
+        ice_servers: Option<&RawValue>,
+        resume: &str,
+        resumed: Option<bool>,
+        rooms: &[&str],
+    ) -> String {
+        write(&Out::Welcome { id, ice_servers, resume: Some(resume), resumed, rooms })
     }
 
     /// `{"type":"joined","room":...,"capacity":...,"peers":[...]}`
@@ -292,12 +327,34 @@ mod tests {
         let meta = raw(r#"{"name":"Ada"}"#);
         let rid = raw("\"r-1\"");
         let cases = vec![
-            (welcome("p1", None), ServerMessage::Welcome { id: "p1".into(), ice_servers: None }),
+            (
+                welcome("p1", None),
+                ServerMessage::Welcome {
+                    id: "p1".into(),
+                    ice_servers: None,
+                    resume: None,
+                    resumed: None,
+                    rooms: vec![],
+                },
+            ),
+            (
+                welcome_session("p1", None, "tok", Some(true), &["a", "b"]),
+                ServerMessage::Welcome {
+                    id: "p1".into(),
+                    ice_servers: None,
+                    resume: Some("tok".into()),
+                    resumed: Some(true),
+                    rooms: vec!["a".into(), "b".into()],
+                },
+            ),
             (
                 welcome("p1", Some(&raw(r#"[{"urls":["stun:127.0.0.1:3478"]}]"#))),
                 ServerMessage::Welcome {
                     id: "p1".into(),
                     ice_servers: Some(json!([{"urls": ["stun:127.0.0.1:3478"]}])),
+                    resume: None,
+                    resumed: None,
+                    rooms: vec![],
                 },
             ),
             (

@@ -14,6 +14,7 @@ use crate::ice::IceServers;
 use crate::lifecycle::Lifecycle;
 use crate::outbox::{Outbox, QueueLimits};
 use crate::rate_limit::RateLimits;
+use crate::resume::Sessions;
 use crate::settings::Settings;
 use crate::telemetry::metrics::Metrics;
 
@@ -43,6 +44,8 @@ pub struct App {
     pub limits: Arc<ConnectionLimits>,
     /// The link to the other nodes, when rooms are shared over Redis.
     pub broker: Option<Arc<Broker>>,
+    /// Signaling sessions by resume token.
+    pub sessions: Sessions,
 }
 
 impl App {
@@ -65,6 +68,7 @@ impl App {
             limits: ConnectionLimits::new(settings.max_connections, settings.max_connections_per_ip),
             hub: Hub::new(settings.max_peers_per_room, metrics.clone(), broker.as_ref().map(|b| b.node())),
             broker,
+            sessions: Sessions::default(),
             channels: Channels::default(),
             metrics,
             lifecycle: Lifecycle::default(),

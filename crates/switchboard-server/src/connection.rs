@@ -44,10 +44,28 @@ pub trait Handler {
     /// A binary frame arrived.
     fn on_binary(&mut self, data: Bytes);
     /// The connection is over; runs once, before the close frame is sent.
-    fn on_close(&mut self);
+    fn on_close(&mut self, departure: Departure);
     /// A frame (its text, for a text frame) was dropped for breaking a rate
     /// limit. The default says nothing: plain endpoints have no way to.
     fn on_rate_limited(&mut self, _limit: Limit, _text: Option<&str>) {}
+}
+
+/// How a connection ended, as far as its handler cares: whether the client
+/// meant to go, and so whether its session may be resumed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Departure {
+    /// The client closed the connection (sent a close frame): it is done.
+    Deliberate,
+    /// The connection was lost (dropped without a close frame, no answer to
+    /// pings, writes stuck): the client may come back.
+    Lost,
+    /// The server closed it for misbehaving (flooding, not reading, oversized
+    /// or invalid frames): no way back.
+    Expelled,
+    /// The server is shutting down.
+    Shutdown,
+    /// A new connection resumed this session and took it over.
+    TakenOver,
 }
 
 /// Timings every connection follows.
@@ -59,6 +77,23 @@ pub struct Timings {
     pub ping_timeout: Duration,
     /// Drop a client that blocks a write for this long.
     pub write_timeout: Duration,
+}
+
+/// Close code for a connection whose session another connection resumed.
+pub const TAKEN_OVER: u16 = 4001;
+
+impl Ending {
+    fn departure(self) -> Departure {
+        match self {
+            Ending::ClientClosed => Departure::Deliberate,
+            Ending::ClientGone | Ending::PingTimeout | Ending::WriteTimeout => Departure::Lost,
+            Ending::ShuttingDown => Departure::Shutdown,
+            Ending::TakenOver => Departure::TakenOver,
+            Ending::SlowConsumer | Ending::TooBig | Ending::BadUtf8 | Ending::ProtocolError | Ending::Flooding => {
+                Departure::Expelled
+            }
+        }
+    }
 }
 
 /// How long to wait for a close handshake to finish before dropping the socket.
@@ -87,6 +122,8 @@ enum Ending {
     ProtocolError,
     /// Kept flooding past its rate limits: 1008.
     Flooding,
+    /// Another connection resumed this session: 4001.
+    TakenOver,
 }
 
 impl Ending {
@@ -98,6 +135,7 @@ impl Ending {
             Ending::BadUtf8 => (close_code::INVALID, "invalid UTF-8 in a text frame"),
             Ending::ProtocolError => (close_code::PROTOCOL, "protocol error"),
             Ending::Flooding => (close_code::POLICY, "rate limit exceeded"),
+            Ending::TakenOver => (TAKEN_OVER, "session resumed on another connection"),
             Ending::ClientClosed | Ending::ClientGone | Ending::PingTimeout | Ending::WriteTimeout => return None,
         };
         Some(CloseFrame { code, reason: Utf8Bytes::from_static(reason) })
@@ -151,7 +189,8 @@ impl Keepalive {
 }
 
 /// Runs one connection of `endpoint` to its end: counted in the connections
-/// gauge, and tracked so that shutdown waits for it.
+/// gauge, and tracked so that shutdown waits for it. Cancelling `takeover`
+/// (for a session another connection resumes) ends it with close 4001.
 pub async fn run(
     app: &App,
     endpoint: Endpoint,
@@ -159,17 +198,19 @@ pub async fn run(
     outbox: Arc<Outbox>,
     handler: impl Handler,
     largest_frame: usize,
+    takeover: Option<CancellationToken>,
 ) {
     let _tracked = app.lifecycle.connections.token();
     let gauge = app.metrics.connections(endpoint);
     gauge.increment(1.0);
     let shutdown = app.lifecycle.close_connections.clone();
     let limits = app.rate_limits(largest_frame);
-    drive(socket, outbox, handler, app.timings(), &limits, shutdown, &app.metrics).await;
+    drive(socket, outbox, handler, app.timings(), &limits, shutdown, takeover, &app.metrics).await;
     gauge.decrement(1.0);
 }
 
 /// Runs one connection until it ends, then closes it politely where that makes sense.
+#[allow(clippy::too_many_arguments)]
 pub async fn drive(
     mut socket: WebSocket,
     outbox: Arc<Outbox>,
@@ -177,8 +218,16 @@ pub async fn drive(
     timings: Timings,
     limits: &RateLimits,
     shutdown: CancellationToken,
+    takeover: Option<CancellationToken>,
     metrics: &Metrics,
 ) {
+    let taken_over = async {
+        match &takeover {
+            Some(token) => token.cancelled().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(taken_over);
     let mut keepalive = Keepalive::new(timings);
     let timer = sleep_until(keepalive.deadline());
     tokio::pin!(timer);
@@ -187,6 +236,7 @@ pub async fn drive(
         tokio::select! {
             biased;
             () = shutdown.cancelled() => break Ending::ShuttingDown,
+            () = &mut taken_over => break Ending::TakenOver,
             () = outbox.ready() => {
                 if let Err(ending) = write_queued(&mut socket, &outbox, timings.write_timeout).await {
                     break ending;
@@ -241,7 +291,7 @@ pub async fn drive(
         }
     };
 
-    handler.on_close();
+    handler.on_close(ending.departure());
     match ending {
         Ending::SlowConsumer => metrics.slow_consumers.increment(1),
         Ending::PingTimeout => metrics.ping_timeouts.increment(1),
@@ -312,6 +362,9 @@ fn classify(err: axum::Error) -> Ending {
     match inner.downcast_ref::<Error>() {
         Some(Error::Capacity(_)) => Ending::TooBig,
         Some(Error::Utf8(_)) => Ending::BadUtf8,
+        // A TCP connection that ends without a close frame is a lost client,
+        // not a misbehaving one.
+        Some(Error::Protocol(tungstenite::error::ProtocolError::ResetWithoutClosingHandshake)) => Ending::ClientGone,
         Some(Error::Protocol(_)) => Ending::ProtocolError,
         _ => Ending::ClientGone,
     }

@@ -22,6 +22,7 @@
 //! * [`admission`], [`auth`]: who may connect (origin, connection caps, client
 //!   IP behind proxies) and who they are (JWT verification, room patterns).
 //! * [`rate_limit`]: per-connection message and byte rates.
+//! * [`resume`]: sessions that survive a dropped connection for a grace period.
 //! * [`tls`]: HTTPS/WSS with rustls; certificate reload on SIGHUP or file change.
 //! * [`lifecycle`], [`app`]: readiness, shutdown tokens, and the shared state.
 //! * [`telemetry`]: `tracing` setup and Prometheus metrics.
@@ -42,6 +43,7 @@ pub mod lifecycle;
 pub mod outbox;
 pub mod peer_id;
 pub mod rate_limit;
+pub mod resume;
 pub mod server;
 pub mod settings;
 pub mod telemetry;

@@ -202,6 +202,14 @@ pub struct Settings {
     #[serde(with = "humantime_serde")]
     pub turn_ttl: Duration,
 
+    /// How long a signaling session whose connection dropped is kept for its
+    /// client to resume it (`/ws?resume=TOKEN`): same id, same rooms, and what
+    /// was sent to it meanwhile. Its rooms are told `peer-left` only after this.
+    /// Only clients that connect with `?resume` get one. 0 turns resuming off.
+    #[arg(long, env = "SWITCHBOARD_RESUME_GRACE", default_value = "15s", value_parser = humantime::parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub resume_grace: Duration,
+
     /// Redis (or Valkey) URL, `redis://host:port[/db]` or `rediss://` for TLS:
     /// share rooms with every other node that uses the same Redis. Unset: one
     /// node, rooms in memory, no external service.

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use crate::admission::{refuse, Admitted};
 use crate::app::App;
 use crate::channels::ConnectionId;
-use crate::connection::{self, Handler, Pending};
+use crate::connection::{self, Departure, Handler, Pending};
 use crate::hub::room::validate_name;
 use crate::telemetry::metrics::Endpoint;
 
@@ -52,7 +52,7 @@ async fn run(socket: WebSocket, app: Arc<App>, channel: Arc<str>, admitted: Admi
     let id = app.channels.subscribe(&channel, outbox.clone());
     let handler = Broadcaster { app: app.clone(), channel, id };
     let limit = app.settings.max_message_size;
-    connection::run(&app, Endpoint::Broadcast, socket, outbox, handler, limit).await;
+    connection::run(&app, Endpoint::Broadcast, socket, outbox, handler, limit, None).await;
     drop(admitted);
 }
 
@@ -72,7 +72,7 @@ impl Handler for Broadcaster {
         self.app.channels.publish(&self.channel, self.id, Message::Binary(data));
     }
 
-    fn on_close(&mut self) {
+    fn on_close(&mut self, _departure: Departure) {
         self.app.channels.unsubscribe(&self.channel, self.id);
     }
 }

@@ -10,7 +10,7 @@ use bytes::Bytes;
 
 use crate::admission::{refuse, Admitted};
 use crate::app::App;
-use crate::connection::{self, Handler, Pending};
+use crate::connection::{self, Departure, Handler, Pending};
 use crate::outbox::Outbox;
 use crate::telemetry::metrics::Endpoint;
 
@@ -27,7 +27,7 @@ async fn run(socket: WebSocket, app: Arc<App>, admitted: Admitted) {
     let outbox = app.outbox();
     let handler = Echo { outbox: outbox.clone() };
     let limit = app.settings.max_message_size;
-    connection::run(&app, Endpoint::Echo, socket, outbox, handler, limit).await;
+    connection::run(&app, Endpoint::Echo, socket, outbox, handler, limit, None).await;
     drop(admitted);
 }
 
@@ -46,5 +46,5 @@ impl Handler for Echo {
         let _ = self.outbox.push(Message::Binary(data));
     }
 
-    fn on_close(&mut self) {}
+    fn on_close(&mut self, _departure: Departure) {}
 }

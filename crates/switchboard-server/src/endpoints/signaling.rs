@@ -9,9 +9,10 @@
 use std::sync::Arc;
 
 use axum::extract::ws::{close_code, CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::response::Response;
 use bytes::Bytes;
+use serde::Deserialize;
 use serde_json::value::RawValue;
 use switchboard_protocol::client::{clip, decode, peek_rid, ClientMessage, Relay, Request};
 use switchboard_protocol::relay::{replace_from, stamp_from};
@@ -24,29 +25,41 @@ use crate::app::App;
 use crate::auth::{Identity, TokenError};
 use crate::cluster::wire::record_prefix;
 use crate::cluster::{Admission, Broker};
-use crate::connection::{self, Handler, Pending};
+use crate::connection::{self, Departure, Handler, Pending};
 use crate::hub::room::validate_name;
 use crate::hub::{JoinError, Joiner, RelayError, Route};
 use crate::outbox::Outbox;
 use crate::peer_id::PeerId;
 use crate::rate_limit::Limit;
+use crate::resume::SessionState;
 use crate::telemetry::metrics::Endpoint;
 
 /// Frames up to this many times `max-message-size` are read and answered with
 /// `message-too-large`; larger ones close the connection (1009) unread.
 pub const HARD_LIMIT_FACTOR: usize = 4;
 
+/// `?resume`: a new session that may be resumed; `?resume=TOKEN`: resume one.
+#[derive(Deserialize)]
+pub struct ResumeQuery {
+    resume: Option<String>,
+}
+
 /// Accepts the upgrade once admission has passed.
-pub async fn upgrade(upgrade: WebSocketUpgrade, admitted: Admitted, State(app): State<Arc<App>>) -> Response {
+pub async fn upgrade(
+    upgrade: WebSocketUpgrade,
+    admitted: Admitted,
+    Query(query): Query<ResumeQuery>,
+    State(app): State<Arc<App>>,
+) -> Response {
     let limit = hard_limit(&app);
-    app.configure(upgrade, limit).on_upgrade(move |socket| run(socket, app, admitted))
+    app.configure(upgrade, limit).on_upgrade(move |socket| run(socket, app, admitted, query.resume))
 }
 
 fn hard_limit(app: &App) -> usize {
     app.settings.max_message_size.saturating_mul(HARD_LIMIT_FACTOR)
 }
 
-async fn run(mut socket: WebSocket, app: Arc<App>, admitted: Admitted) {
+async fn run(mut socket: WebSocket, app: Arc<App>, admitted: Admitted, resume: Option<String>) {
     let identity = match admitted.identity.clone() {
         Some(identity) => identity,
         None => match authenticate(&mut socket, &app).await {
@@ -54,17 +67,85 @@ async fn run(mut socket: WebSocket, app: Arc<App>, admitted: Admitted) {
             None => return,
         },
     };
-    let id = PeerId::random();
-    let outbox = app.outbox();
-    app.hub.connect(id, outbox.clone());
-    let session = Session { app: app.clone(), id, identity, outbox: outbox.clone(), rooms: Vec::new() };
+    // Resuming is for clients that ask for it (the browser SDK does): a client
+    // that never will, like the seeds', would leave a ghost in its rooms for the
+    // whole grace period after every dropped connection.
+    let resumable = resume.is_some() && !app.settings.resume_grace.is_zero();
+    let claimed = match resume.as_deref().and_then(PeerId::parse) {
+        Some(token) if resumable => app.sessions.claim(token).await,
+        _ => None,
+    };
+    let resumed = match claimed {
+        // A session whose queue overflowed while it was away lost messages: it
+        // cannot be resumed as if nothing happened.
+        Some(state) if state.outbox.is_overflowed() => {
+            farewell(&app, state.id, state.rooms);
+            None
+        }
+        other => other,
+    };
+    let was_resumed = resumed.is_some();
+    let state = resumed.unwrap_or_else(|| {
+        let id = PeerId::random();
+        let outbox = app.outbox();
+        app.hub.connect(id, outbox.clone());
+        SessionState { id, identity, outbox, rooms: Vec::new() }
+    });
+    let (token, takeover) = match resumable {
+        true => {
+            let (token, takeover) = app.sessions.register();
+            (Some(token), Some(takeover))
+        }
+        false => (None, None),
+    };
+    let SessionState { id, identity, outbox, rooms } = state;
     // TURN credentials name the authenticated user, or else the peer.
-    let ice_servers = app.ice.for_user(session.identity.user.as_deref().unwrap_or(id.as_str()));
-    session.send(encode::welcome(id.as_str(), ice_servers.as_deref()), "welcome");
-    debug!(peer = %id, ip = %admitted.ip, "signaling peer connected");
-    connection::run(&app, Endpoint::Signaling, socket, outbox, session, hard_limit(&app)).await;
+    let ice_servers = app.ice.for_user(identity.user.as_deref().unwrap_or(id.as_str()));
+    let welcome = match token {
+        Some(token) => {
+            let names: Vec<&str> = rooms.iter().map(|r| &**r).collect();
+            encode::welcome_session(id.as_str(), ice_servers.as_deref(), token.as_str(), Some(was_resumed), &names)
+        }
+        None => encode::welcome(id.as_str(), ice_servers.as_deref()),
+    };
+    // Straight onto the socket: a resumed session's outbox already holds what
+    // was sent to it while it was away, which must come after `welcome`. A
+    // failed write shows up at once in the connection loop.
+    let _ = socket.send(Message::Text(welcome.into())).await;
+    app.metrics.messages_out("welcome", 1);
+    if was_resumed {
+        app.metrics.resumes.increment(1);
+        info!(peer = %id, rooms = rooms.len(), "session resumed");
+    }
+    debug!(peer = %id, ip = %admitted.ip, resumed = was_resumed, "signaling peer connected");
+    let session = Session { app: app.clone(), id, identity, outbox: outbox.clone(), rooms, resume: token };
+    connection::run(&app, Endpoint::Signaling, socket, outbox, session, hard_limit(&app), takeover).await;
     // `admitted` holds the connection's place under the caps until here.
     drop(admitted);
+}
+
+/// Ends a peer's presence: out of the hub and its rooms (`peer-left`), and
+/// out of Redis when rooms are shared.
+fn farewell(app: &Arc<App>, id: PeerId, rooms: Vec<Arc<str>>) {
+    app.hub.disconnect(id, &rooms);
+    if let Some(broker) = app.broker.clone() {
+        tokio::spawn(async move {
+            for room in rooms {
+                broker.leave(&room, id).await;
+                broker.release(room);
+            }
+        });
+    }
+}
+
+/// Ends a suspended session whose grace period ran out without a resume.
+async fn expire(app: Arc<App>, token: crate::resume::ResumeToken) {
+    tokio::time::sleep(app.settings.resume_grace).await;
+    if let Some(state) = app.sessions.expire(token) {
+        debug!(peer = %state.id, "resume grace period over");
+        app.metrics.resume_expired.increment(1);
+        farewell(&app, state.id, state.rooms);
+    }
 }
 
 /// With `--auth required` and no token on the URL, the first message must be
@@ -110,6 +191,8 @@ struct Session {
     /// membership; keeping it here too makes "am I in room X" and disconnect
     /// cleanup lock-free.
     rooms: Vec<Arc<str>>,
+    /// The session's resume token, when the client asked to be resumable.
+    resume: Option<crate::resume::ResumeToken>,
 }
 
 /// A refusal on its way to the client.
@@ -178,19 +261,25 @@ impl Handler for Session {
         self.send_error(ErrorCode::RateLimited, message, text.and_then(peek_rid));
     }
 
-    fn on_close(&mut self) {
-        self.app.hub.disconnect(self.id, &self.rooms);
+    fn on_close(&mut self, departure: Departure) {
         let rooms = std::mem::take(&mut self.rooms);
-        if let Some(broker) = self.app.broker.clone() {
-            let id = self.id;
-            tokio::spawn(async move {
-                for room in rooms {
-                    broker.leave(&room, id).await;
-                    broker.release(room);
+        match (departure, self.resume) {
+            // The client may come back: keep everything for it, for a while.
+            (Departure::Lost | Departure::TakenOver, Some(token)) => {
+                let state =
+                    SessionState { id: self.id, identity: self.identity.clone(), outbox: self.outbox.clone(), rooms };
+                self.app.sessions.suspend(token, state);
+                tokio::spawn(expire(self.app.clone(), token));
+                debug!(peer = %self.id, ?departure, "signaling session suspended");
+            }
+            (_, token) => {
+                if let Some(token) = token {
+                    self.app.sessions.end(token);
                 }
-            });
+                farewell(&self.app, self.id, rooms);
+                debug!(peer = %self.id, "signaling peer disconnected");
+            }
         }
-        debug!(peer = %self.id, "signaling peer disconnected");
     }
 }
 

@@ -111,6 +111,10 @@ pub struct Metrics {
     pub broker_resyncs: Counter,
     /// Peers of dead nodes this node removed from their rooms.
     pub broker_reaped_peers: Counter,
+    /// Sessions resumed by a reconnection.
+    pub resumes: Counter,
+    /// Suspended sessions whose grace period ran out.
+    pub resume_expired: Counter,
 }
 
 /// Why connections are refused before they are accepted.
@@ -148,6 +152,8 @@ impl Metrics {
             broker_received: counter!("switchboard_broker_received_total"),
             broker_resyncs: counter!("switchboard_broker_resyncs_total"),
             broker_reaped_peers: counter!("switchboard_broker_reaped_peers_total"),
+            resumes: counter!("switchboard_resumes_total"),
+            resume_expired: counter!("switchboard_resume_expired_total"),
         }
     }
 
