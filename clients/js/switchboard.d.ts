@@ -102,6 +102,8 @@ export interface ClientOptions extends BackoffOptions {
   url?: string;
   /** Reconnect after the connection drops (default true). */
   reconnect?: boolean;
+  /** Ask for a resumable session and resume it after a drop: same id, rooms and missed messages (default true). */
+  resume?: boolean;
   /** How long a request waits for its reply, in ms (default 10000). */
   requestTimeout?: number;
   /** How long to wait for `welcome` after opening the socket, in ms (default 10000). */
@@ -153,8 +155,10 @@ export interface WelcomeEvent {
   id: string;
   /** The server's ICE servers; absent when it has none configured. */
   iceServers?: RTCIceServer[];
-  /** True for every welcome after the first (rooms are being rejoined). */
+  /** True for every welcome after the first. */
   reconnected: boolean;
+  /** True when a reconnection resumed the session: same id, same rooms, nothing rejoined. */
+  resumed?: boolean;
 }
 
 export interface JoinedEvent {

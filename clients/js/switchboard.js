@@ -109,6 +109,7 @@ export function isPolite(localId, remoteId) {
 
 const CLIENT_DEFAULTS = {
   reconnect: true,
+  resume: true,
   initialDelay: 500,
   maxDelay: 10000,
   factor: 2,
@@ -144,6 +145,8 @@ export class SwitchboardClient extends Emitter {
   #connectWaiters = [];
   #everOpened = false;
   #closing = false;
+  #resumeToken = null; // from the last welcome: resumes this session after a drop
+  #limbo = false; // requests in #pending await a resumed session (or its refusal)
   #onOnline = () => {
     if (this.#retryTimer && this.#state === "reconnecting") {
       clearTimeout(this.#retryTimer);
@@ -312,7 +315,7 @@ export class SwitchboardClient extends Emitter {
     const WS = this.#opts.WebSocket ?? globalThis.WebSocket;
     let ws;
     try {
-      ws = new WS(this.#url);
+      ws = new WS(this.#connectUrl());
     } catch (err) {
       this.#onClose(1006, String(err?.message ?? err));
       return;
@@ -333,6 +336,14 @@ export class SwitchboardClient extends Emitter {
     }, this.#opts.connectTimeout);
   }
 
+  /** The URL of the next attempt: asks for a resumable session, or to resume one. */
+  #connectUrl() {
+    if (!this.#opts.resume) return this.#url;
+    const url = new URL(this.#url);
+    url.searchParams.set("resume", this.#resumeToken ?? "");
+    return url.toString();
+  }
+
   #detach() {
     const ws = this.#ws;
     this.#ws = null;
@@ -351,29 +362,28 @@ export class SwitchboardClient extends Emitter {
     const ws = this.#ws;
     if (!ws) return;
     this.#detach();
-    try {
-      ws.close();
-    } catch {
-      // ignore
+    // A close frame tells the server we are gone for good. With a session to
+    // resume, leave the socket be: the resuming connection takes the session
+    // over and the server closes this one (4001).
+    if (!this.#resumeToken) {
+      try {
+        ws.close();
+      } catch {
+        // ignore
+      }
     }
     this.#onClose(code, reason);
   }
 
   #onClose(code, reason) {
     this.#detach();
-    // Requests in flight: joins are retried on the next connection, leaves
-    // are done (the server dropped our memberships), the rest fail.
-    const retry = [];
-    for (const entry of this.#pending.values()) {
-      clearTimeout(entry.timer);
-      if (entry.kind === "join") retry.push(entry);
-      else if (entry.kind === "leave") entry.resolve({ type: "left", rooms: entry.rooms });
-      else if (entry.kind !== "rejoin") {
-        entry.reject(new SwitchboardError("disconnected", "the connection closed before the server replied"));
-      }
+    if (this.#resumeToken && this.#opts.reconnect && !this.#closing) {
+      // The session may resume, and with it the replies to these requests:
+      // hold them until the next welcome says whether it did.
+      this.#limbo = true;
+    } else {
+      this.#settleInFlight();
     }
-    this.#pending.clear();
-    this.#outbox.unshift(...retry);
     if (this.#closing) return;
     if (!this.#opts.reconnect) {
       this.#failAll("disconnected", "the connection closed");
@@ -389,6 +399,23 @@ export class SwitchboardClient extends Emitter {
     if (this.#everOpened) this.#setState("reconnecting", extra);
     this.emit("retry", extra);
     this.#retryTimer = setTimeout(() => this.#open(), delay);
+  }
+
+  /** The session is gone: joins in flight are retried on the next connection,
+   * leaves are done (the server dropped our memberships), the rest fail. */
+  #settleInFlight() {
+    this.#limbo = false;
+    const retry = [];
+    for (const entry of this.#pending.values()) {
+      clearTimeout(entry.timer);
+      if (entry.kind === "join") retry.push(entry);
+      else if (entry.kind === "leave") entry.resolve({ type: "left", rooms: entry.rooms });
+      else if (entry.kind !== "rejoin") {
+        entry.reject(new SwitchboardError("disconnected", "the connection closed before the server replied"));
+      }
+    }
+    this.#pending.clear();
+    this.#outbox.unshift(...retry);
   }
 
   #failAll(code, message) {
@@ -478,6 +505,9 @@ export class SwitchboardClient extends Emitter {
     clearTimeout(this.#welcomeTimer);
     this.#welcomeTimer = null;
     const reconnected = this.#everOpened;
+    this.#resumeToken = typeof msg.resume === "string" ? msg.resume : null;
+    if (msg.resumed === true && reconnected) return this.#onResumed(msg);
+    if (this.#limbo) this.#settleInFlight();
     this.#id = msg.id;
     this.#iceServers = Array.isArray(msg.iceServers) ? msg.iceServers : undefined;
     this.#attempt = 0;
@@ -503,6 +533,23 @@ export class SwitchboardClient extends Emitter {
         reject: () => {},
       });
     }
+    const queued = this.#outbox;
+    this.#outbox = [];
+    for (const entry of queued) this.#transmit(entry);
+    this.#startHeartbeat();
+  }
+
+  /** Same session, same id, same rooms: the server replays what we missed,
+   * including replies to requests in flight, so nothing is rejoined or resent. */
+  #onResumed(msg) {
+    this.#limbo = false;
+    this.#iceServers = Array.isArray(msg.iceServers) ? msg.iceServers : this.#iceServers;
+    this.#attempt = 0;
+    this.#setState("open");
+    const welcome = { type: "welcome", id: msg.id, iceServers: this.#iceServers, reconnected: true, resumed: true };
+    this.emit("welcome", welcome);
+    for (const waiter of this.#connectWaiters) waiter.resolve(welcome);
+    this.#connectWaiters = [];
     const queued = this.#outbox;
     this.#outbox = [];
     for (const entry of queued) this.#transmit(entry);

@@ -6,7 +6,47 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
-import { Server, Browser, waitFor } from "./harness.mjs";
+import net from "node:net";
+import { Server, Browser, waitFor, freePort } from "./harness.mjs";
+
+/**
+ * A TCP relay in front of a server whose connections can be cut without a
+ * WebSocket close frame, the way a network change cuts them.
+ */
+class CuttableProxy {
+  /** @param {number} target */
+  constructor(target) {
+    this.target = target;
+    /** @type {Set<import("node:net").Socket>} */
+    this.sockets = new Set();
+    this.server = net.createServer((client) => {
+      const upstream = net.connect(this.target, "127.0.0.1");
+      for (const s of [client, upstream]) {
+        this.sockets.add(s);
+        s.on("close", () => this.sockets.delete(s));
+        s.on("error", () => {});
+      }
+      client.pipe(upstream);
+      upstream.pipe(client);
+    });
+  }
+
+  async listen() {
+    this.port = await freePort();
+    await new Promise((resolve) => this.server.listen(this.port, "127.0.0.1", () => resolve(undefined)));
+    return this;
+  }
+
+  /** Drops every connection through the proxy at once. */
+  cut() {
+    for (const s of this.sockets) s.destroy();
+  }
+
+  close() {
+    this.cut();
+    this.server.close();
+  }
+}
 
 /** @type {Server} */
 let plain;
@@ -193,6 +233,70 @@ test("after a server restart the client reconnects with a new id and rejoins eve
     /** @type {any} */ (window).sb.b.close();
   });
   await page.close();
+});
+
+test("a connection cut mid-session resumes: same id, no rejoin, the room never notices, missed messages arrive", async () => {
+  // Pages on the server's origin reach it through the proxy's port: allow that origin.
+  const server = await new Server({ args: ["--allowed-origin", "*", "--resume-grace", "15s"] }).start();
+  const proxy = await new CuttableProxy(server.port).listen();
+  const page = await browser.open(`${server.origin}/`, "resume");
+  const r = room();
+  try {
+    const first = await page.evaluate(
+      async ([r, proxied]) => {
+        const { SwitchboardClient } = await import("/sdk/switchboard.js");
+        const a = new SwitchboardClient({ url: proxied, initialDelay: 1500, jitter: 0 });
+        const b = new SwitchboardClient({});
+        const seen = { welcomes: /** @type {any[]} */ ([]), bEvents: /** @type {string[]} */ ([]), aGot: /** @type {any[]} */ ([]) };
+        /** @type {any} */ (window).sb = { a, b, seen };
+        a.on("welcome", (e) => seen.welcomes.push(e));
+        a.on("relay", (m) => seen.aGot.push(m.n));
+        b.on("peer-left", (e) => seen.bEvents.push(`left:${e.id}`));
+        b.on("peer-joined", (e) => seen.bEvents.push(`joined:${e.id}`));
+        await a.connect();
+        await b.connect();
+        await a.join(r, { meta: { name: "Ada" } });
+        await b.join(r, { meta: { name: "Bo" } });
+        return { a: a.id, b: b.id };
+      },
+      [r, `ws://127.0.0.1:${proxy.port}/ws`],
+    );
+    proxy.cut(); // no close frame reaches either side
+    // While a is away (it waits 1.5 s before reconnecting), b keeps sending to it.
+    await waitFor(() => page.evaluate(() => /** @type {any} */ (window).sb.a.state === "reconnecting"), {
+      message: "a notices the cut",
+    });
+    await page.evaluate(async (aId) => {
+      const { b } = /** @type {any} */ (window).sb;
+      for (let n = 0; n < 5; n++) await b.sendTo(aId, { type: "signal", n });
+    }, first.a);
+    const after = await waitFor(
+      () =>
+        page.evaluate(() => {
+          const { a, seen } = /** @type {any} */ (window).sb;
+          return a.state === "open" && seen.aGot.length >= 5 && { id: a.id, ...seen, rooms: [...a.rooms.keys()] };
+        }),
+      { timeout: 20000, message: "a back with the messages it missed" },
+    );
+    assert.equal(after.id, first.a, "same peer id");
+    assert.deepEqual(after.rooms, [r]);
+    assert.equal(after.welcomes.length, 2);
+    assert.equal(after.welcomes[1].resumed, true);
+    assert.deepEqual(after.aGot, [0, 1, 2, 3, 4], "what b sent meanwhile, in order");
+    assert.deepEqual(after.bEvents, [], "b saw no one leave or come back");
+    // And the session works both ways after the resume.
+    await page.evaluate(async (bId) => {
+      await /** @type {any} */ (window).sb.a.sendTo(bId, { type: "signal", n: 99 });
+    }, first.b);
+    await page.evaluate(() => {
+      /** @type {any} */ (window).sb.a.close();
+      /** @type {any} */ (window).sb.b.close();
+    });
+  } finally {
+    await page.close();
+    proxy.close();
+    await server.stop();
+  }
 });
 
 test("no uncaught errors in any page", () => {
