@@ -22,7 +22,45 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[command(name = "switchboard-bench", version, about, long_about, verbatim_doc_comment, max_term_width = 100)]
 pub struct Cli {
     #[command(subcommand)]
-    pub scenario: Scenario,
+    pub command: Command,
+}
+
+/// A scenario, or the comparison report.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    #[command(flatten)]
+    Scenario(Scenario),
+    /// Writes the side-by-side comparison (markdown and SVG) from a directory of
+    /// `--json` results, as bench/compare.sh does.
+    Compare(CompareArgs),
+}
+
+/// `compare`
+#[derive(Debug, Clone, Args)]
+pub struct CompareArgs {
+    /// The directory of results: SCENARIO.TARGET.json, as bench/compare.sh names them.
+    #[arg(long)]
+    pub results: PathBuf,
+
+    /// The markdown file to write.
+    #[arg(long, default_value = "docs/benchmarks.md")]
+    pub out: PathBuf,
+
+    /// The chart to write; the markdown links to it by file name.
+    #[arg(long, default_value = "docs/benchmarks.svg")]
+    pub svg: PathBuf,
+
+    /// A markdown file appended as is (the profiles and their reading).
+    #[arg(long)]
+    pub notes: Option<PathBuf>,
+
+    /// The command that produced the results, quoted in the report.
+    #[arg(long, default_value = "bench/compare.sh")]
+    pub command: String,
+
+    /// The run's settings (NAME=VALUE), listed in the report.
+    #[arg(long = "setting", value_name = "NAME=VALUE")]
+    pub settings: Vec<String>,
 }
 
 /// One benchmark scenario.
@@ -48,6 +86,17 @@ pub enum Scenario {
 }
 
 impl Scenario {
+    /// The scenario's name, as in the report.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Scenario::Idle(_) => "idle",
+            Scenario::Echo(_) => "echo",
+            Scenario::Relay(_) => "relay",
+            Scenario::Fanout(_) => "fanout",
+            Scenario::Churn(_) => "churn",
+        }
+    }
+
     /// The options every scenario has.
     pub fn common(&self) -> &Common {
         match self {
@@ -74,6 +123,15 @@ impl Scenario {
 pub enum Adapter {
     /// Switchboard (docs/protocol.md): /ws and /ws/echo.
     Switchboard,
+    /// The bare-library echo server (switchboard-bench-bare-echo): echo only.
+    Bare,
+    /// The seeds' Node.js servers (bench/peers): --url names the signaling,
+    /// echo or broadcast server, whichever the scenario needs.
+    Seed,
+    /// matchbox_server: rooms in the URL, Signal{receiver|sender, data}.
+    Matchbox,
+    /// peerjs-server (npm `peer`): OPEN, then OFFER/ANSWER/CANDIDATE with dst.
+    Peerjs,
 }
 
 /// Options shared by every scenario.

@@ -16,12 +16,18 @@
 //! Every scenario checks the server as it goes (each message once, in order per
 //! sender, from the right peer, no unexpected errors) and exits with status 1 on
 //! any violation. `--json` prints a machine-readable result; `--svg FILE` draws it.
+//! `--adapter` picks the server's protocol (Switchboard, the bare-library echo,
+//! the seeds' Node servers, matchbox_server, peerjs-server); a scenario the server
+//! cannot run exits with status 3 and, with `--json`, `{"unsupported": REASON}`.
+//! `switchboard-bench compare` turns a directory of `--json` results into
+//! docs/benchmarks.md (see bench/compare.sh).
 //!
 //! The modules: [`cli`] (the command line), [`protocol`] (the interface to a
 //! server, and the Switchboard adapter), [`scenarios`] (one file per scenario),
 //! [`stats`] (histograms and the checker), [`report`] (table, JSON, SVG).
 
 mod cli;
+mod compare;
 mod protocol;
 mod report;
 mod scenarios;
@@ -32,9 +38,23 @@ use std::time::Duration;
 
 use clap::Parser;
 
+/// The exit status when the server cannot run the scenario at all.
+const UNSUPPORTED: u8 = 3;
+
 fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
-    let common = cli.scenario.common().clone();
+    let scenario = match cli::Cli::parse().command {
+        cli::Command::Scenario(scenario) => scenario,
+        cli::Command::Compare(args) => {
+            return match compare::run(&args) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(err) => {
+                    eprintln!("error: {err:#}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+    };
+    let common = scenario.common().clone();
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     runtime.enable_all();
     if common.threads > 0 {
@@ -47,11 +67,23 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(scenarios::run(&cli.scenario));
+    let result = runtime.block_on(scenarios::run(&scenario));
     runtime.shutdown_timeout(Duration::from_secs(1));
     match result.and_then(|report| report.emit(&common).map(|()| report.ok)) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
+        Err(err) if err.is::<protocol::Unsupported>() => {
+            // Not a failure: this server cannot run this scenario. With --json, say
+            // so on stdout, for the comparison's "n/a".
+            let reason = err.downcast_ref::<protocol::Unsupported>().map_or("", |u| u.0);
+            if common.json {
+                let name = scenario.name();
+                let na = serde_json::json!({ "scenario": name, "target": common.target_name, "unsupported": reason });
+                println!("{na}");
+            }
+            eprintln!("n/a: {err}");
+            ExitCode::from(UNSUPPORTED)
+        }
         Err(err) => {
             eprintln!("error: {err:#}");
             ExitCode::FAILURE

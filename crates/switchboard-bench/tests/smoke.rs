@@ -240,3 +240,106 @@ fn refuses_anything_but_loopback() {
     assert!(!run.success);
     assert!(run.stderr.contains("not a loopback address"), "{}", run.stderr);
 }
+
+/// The bare-library echo server of this crate, killed when dropped.
+struct BareEcho {
+    child: Child,
+    url: String,
+}
+
+impl BareEcho {
+    fn start() -> BareEcho {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard-bench-bare-echo"))
+            .args(["--listen", "127.0.0.1:0"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn switchboard-bench-bare-echo");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).expect("read its first line");
+        let addr = line.trim().strip_prefix("listening ").unwrap_or_else(|| panic!("not `listening ADDR`: {line:?}"));
+        BareEcho { url: format!("ws://{addr}"), child }
+    }
+}
+
+impl Drop for BareEcho {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn bare_echo_server_echoes_and_holds_idle_connections() {
+    let server = BareEcho::start();
+    let run =
+        bench(&["echo", "--adapter", "bare", "--clients", "20", "--url", &server.url, "--duration", "1s", "--json"]);
+    assert!(run.success, "echo against the bare server failed:\n{}\n{}", run.stdout, run.stderr);
+    let report: Value = serde_json::from_str(&run.stdout).expect("JSON on stdout");
+    assert_eq!(report["ok"], true, "{}", run.stdout);
+    assert!(report["throughput"]["operations"].as_u64().unwrap_or(0) > 0);
+
+    let pid = server.child.id().to_string();
+    let run = bench(&[
+        "idle",
+        "--adapter",
+        "bare",
+        "-n",
+        "100",
+        "--server-pid",
+        &pid,
+        "--url",
+        &server.url,
+        "--duration",
+        "1s",
+        "--json",
+    ]);
+    assert!(run.success, "idle against the bare server failed:\n{}\n{}", run.stdout, run.stderr);
+    let report: Value = serde_json::from_str(&run.stdout).expect("JSON on stdout");
+    assert_eq!(report["check"]["messages"], 100, "{}", run.stdout);
+    assert!(report["results"]["server_rss_per_connection_kib"].is_number(), "{}", run.stdout);
+}
+
+#[test]
+fn a_scenario_the_server_cannot_run_is_not_applicable() {
+    // No server needed: the load generator refuses before connecting.
+    let run = bench(&["relay", "--adapter", "bare", "--pairs", "1", "--url", "ws://127.0.0.1:9", "--json"]);
+    assert!(!run.success);
+    let report: Value = serde_json::from_str(&run.stdout).expect("JSON on stdout");
+    assert_eq!(report["scenario"], "relay");
+    assert!(report["unsupported"].as_str().unwrap_or("").contains("no peers"), "{}", run.stdout);
+    let run = bench(&["fanout", "--adapter", "matchbox", "-k", "2", "-m", "1", "--url", "ws://127.0.0.1:9", "--json"]);
+    let report: Value = serde_json::from_str(&run.stdout).expect("JSON on stdout");
+    assert!(report["unsupported"].as_str().unwrap_or("").contains("broadcast"), "{}", run.stdout);
+}
+
+#[test]
+fn compare_writes_the_report_from_results() {
+    let dir = std::env::temp_dir().join(format!("switchboard-bench-compare-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let run = bench(&["fanout", "--adapter", "peerjs", "-k", "2", "-m", "1", "--url", "ws://127.0.0.1:9", "--json"]);
+    std::fs::write(dir.join("fanout.peerjs.json"), &run.stdout).unwrap();
+    std::fs::write(dir.join("echo.seed.json"), r#"{"failed": "seed did not start"}"#).unwrap();
+    let out = dir.join("benchmarks.md");
+    let svg = dir.join("benchmarks.svg");
+    let run = bench(&[
+        "compare",
+        "--results",
+        dir.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--svg",
+        svg.to_str().unwrap(),
+        "--setting",
+        "date=today",
+    ]);
+    assert!(run.success, "{}", run.stderr);
+    let markdown = std::fs::read_to_string(&out).unwrap();
+    let chart = std::fs::read_to_string(&svg).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(markdown.contains("| peerjs-server | n/a: peerjs-server has no rooms"), "{markdown}");
+    assert!(markdown.contains("**run failed**: seed did not start"), "{markdown}");
+    assert!(markdown.contains("| idle memory ≤ 2 KiB"), "{markdown}");
+    assert!(chart.starts_with("<svg"));
+}

@@ -9,11 +9,12 @@
 //! looks on its wire and turns what comes back into an [`Event`], handing the
 //! stamp back to the scenario.
 //!
-//! Only the Switchboard adapter exists ([`switchboard`]). An adapter for another
-//! server (matchbox_server, peerjs-server, the Node seed server) implements the
-//! same three traits in its own module; a server that lacks a feature (say, room
-//! broadcast) returns an error from that method and the scenarios that need it
-//! fail with that message.
+//! The adapters: [`switchboard`] (Switchboard, and the bare-library echo server),
+//! [`seed`] (the seeds' Node.js servers in bench/peers), [`matchbox`]
+//! (matchbox_server), [`peerjs`] (peerjs-server). Each says in its [`Features`]
+//! what the server cannot do; a scenario that needs it ends with
+//! [`Unsupported`], which the report shows as "n/a" with the reason.
+//! [`ws`] is the WebSocket plumbing they share, [`body`] the bodies they carry.
 
 use std::future::Future;
 use std::io::ErrorKind;
@@ -24,7 +25,12 @@ use std::sync::LazyLock;
 use anyhow::{bail, Context, Result};
 use tokio::net::{TcpSocket, TcpStream};
 
+pub mod body;
+pub mod matchbox;
+pub mod peerjs;
+pub mod seed;
 pub mod switchboard;
+pub mod ws;
 
 /// A peer id, as the server assigned it.
 pub type PeerId = String;
@@ -95,13 +101,72 @@ pub struct Connection<P: Protocol> {
     pub rx: P::Rx,
 }
 
+/// What a server can do, and why not where it cannot.
+#[derive(Debug, Clone, Copy)]
+pub struct Features {
+    /// Peers with ids, in rooms, relaying to each other (idle, relay, churn).
+    pub signaling: Result<(), &'static str>,
+    /// One message to every other member of a room (fanout).
+    pub broadcast: Result<(), &'static str>,
+    /// The seeds' echo (echo).
+    pub echo: Result<(), &'static str>,
+    /// A peer can leave a room and stay connected (churn's leave step).
+    pub leave: bool,
+    /// Members of a room are told when another peer joins (idle checks the count).
+    pub membership_events: bool,
+}
+
+impl Default for Features {
+    /// Everything but leave and membership events.
+    fn default() -> Features {
+        Features { signaling: Ok(()), broadcast: Ok(()), echo: Ok(()), leave: false, membership_events: false }
+    }
+}
+
+/// A scenario the server cannot run, and why: reported as "n/a".
+#[derive(Debug)]
+pub struct Unsupported(pub &'static str);
+
+impl std::fmt::Display for Unsupported {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "not supported by this server: {}", self.0)
+    }
+}
+
+impl std::error::Error for Unsupported {}
+
+/// What a connection in a room is for: some servers (the seeds) broadcast on a
+/// different endpoint than they relay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// Relaying to peers, and membership events.
+    Signaling,
+    /// Broadcasting to the room.
+    Broadcast,
+}
+
 /// A server the load generator can drive.
 pub trait Protocol: Clone + Send + Sync + 'static {
     type Tx: Tx;
     type Rx: Rx;
 
+    /// What the server can do.
+    fn features(&self) -> Features;
+
     /// Opens a signaling connection and waits until the server has said who it is.
     fn connect(&self) -> impl Future<Output = Result<Connection<Self>>> + Send;
+
+    /// Opens a connection that is a member of `room`, and returns it with how
+    /// many `peer-joined` arrived before the server confirmed the join. By
+    /// default: [`Protocol::connect`], `join`, and reading until `joined`; servers
+    /// that take the room in the URL do it their way.
+    fn connect_in(
+        &self,
+        room: &str,
+        _purpose: Purpose,
+    ) -> impl Future<Output = Result<(Connection<Self>, u64)>> + Send {
+        connect_and_join(self, room)
+    }
 
     /// Opens a connection to the server's echo endpoint.
     fn connect_echo(&self) -> impl Future<Output = Result<Connection<Self>>> + Send;
@@ -129,6 +194,30 @@ pub trait Rx: Send + 'static {
     ///
     /// Cancel-safe: dropping the future before it completes loses no event.
     fn next(&mut self) -> impl Future<Output = Result<Option<Event>>> + Send;
+}
+
+/// [`Protocol::connect`], `join`, and reading until `joined`; returns the
+/// connection and how many `peer-joined` came before `joined`.
+pub async fn connect_and_join<P: Protocol>(protocol: &P, room: &str) -> Result<(Connection<P>, u64)> {
+    let mut connection = protocol.connect().await?;
+    connection.tx.join(room).await?;
+    let early = await_joined(&mut connection.rx, room).await?;
+    Ok((connection, early))
+}
+
+/// Reads until `joined` for `room`; returns how many `peer-joined` came first.
+pub async fn await_joined<R: Rx>(rx: &mut R, room: &str) -> Result<u64> {
+    let mut peer_joined = 0;
+    loop {
+        match rx.next().await? {
+            Some(Event::Joined { room: joined }) if joined == room => return Ok(peer_joined),
+            Some(Event::PeerJoined { .. }) => peer_joined += 1,
+            Some(Event::PeerLeft { .. }) => {}
+            Some(Event::Error { code, message }) => bail!("joining {room:?}: server error `{code}`: {message}"),
+            Some(other) => bail!("joining {room:?}: expected `joined`, got {other:?}"),
+            None => bail!("joining {room:?}: the server closed the connection"),
+        }
+    }
 }
 
 /// The error an [`Rx`] returns when the server dropped the connection without the

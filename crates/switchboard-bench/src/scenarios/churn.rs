@@ -11,7 +11,7 @@ use anyhow::{bail, Result};
 
 use super::{rate_limit_note, Ctx, Outcome};
 use crate::cli::ChurnArgs;
-use crate::protocol::{Event, Protocol, Rx, Tx, UncleanClose};
+use crate::protocol::{Event, Protocol, Purpose, Rx, Tx, UncleanClose};
 use crate::stats::{Counter, Sampler, Violation};
 
 /// How long one cycle may take before it counts as failed.
@@ -59,8 +59,10 @@ pub async fn run<P: Protocol>(protocol: &P, args: &ChurnArgs, ctx: &Arc<Ctx>) ->
     let measured = started.elapsed();
     let series = sampler.finish().await;
 
-    let mut outcome =
-        Outcome::new("churn", ctx, ctx.done.get(), measured, "cycles/s").param("concurrency", args.concurrency);
+    let leave = protocol.features().leave;
+    let mut outcome = Outcome::new("churn", ctx, ctx.done.get(), measured, "cycles/s")
+        .param("concurrency", args.concurrency)
+        .param("cycle", if leave { "connect, join, leave, close" } else { "connect, join, close" });
     outcome.latency_label = "cycle";
     outcome.series = series;
     outcome.extra.insert("distinct_peer_ids".into(), ids.lock().unwrap_or_else(|e| e.into_inner()).len().into());
@@ -101,23 +103,22 @@ async fn cycle<P: Protocol>(
     unclean: &Counter,
 ) -> Result<()> {
     let check = &ctx.check;
-    let mut connection = match protocol.connect().await {
-        Ok(connection) => connection,
-        Err(err) => return Err(connection_failed(ctx, "connecting", err)),
+    let mut connection = match protocol.connect_in(room, Purpose::Signaling).await {
+        Ok((connection, _)) => connection,
+        Err(err) => return Err(connection_failed(ctx, "connecting and joining", err)),
     };
-    check.checked(1); // welcome
+    check.checked(2); // welcome, joined
     if !ids.lock().unwrap_or_else(|e| e.into_inner()).insert(connection.id.clone()) {
         check.violation(Violation::Duplicated, || format!("peer id {} was handed out twice", connection.id));
     }
-    connection.tx.join(room).await.map_err(|err| connection_failed(ctx, "joining", err))?;
-    match next(&mut connection.rx, ctx).await? {
-        Event::Joined { room: joined } if joined == room => check.checked(1),
-        other => bail!("expected `joined` for {room:?}, got {other:?}"),
-    }
-    connection.tx.leave(room).await.map_err(|err| connection_failed(ctx, "leaving", err))?;
-    match next(&mut connection.rx, ctx).await? {
-        Event::Left { rooms } if rooms == [room] => check.checked(1),
-        other => bail!("expected `left` for [{room:?}], got {other:?}"),
+    // Servers without a leave (matchbox_server, peerjs-server, the seed) leave
+    // by closing.
+    if protocol.features().leave {
+        connection.tx.leave(room).await.map_err(|err| connection_failed(ctx, "leaving", err))?;
+        match next(&mut connection.rx, ctx).await? {
+            Event::Left { rooms } if rooms == [room] => check.checked(1),
+            other => bail!("expected `left` for [{room:?}], got {other:?}"),
+        }
     }
     connection.tx.close().await.map_err(|err| connection_failed(ctx, "closing", err))?;
     match connection.rx.next().await {

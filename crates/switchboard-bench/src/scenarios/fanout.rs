@@ -19,11 +19,11 @@ use serde_json::Value;
 use tokio::sync::{watch, Semaphore};
 
 use super::{
-    await_joined, close_all, count_losses, drain, progress_bar, ramp, rate_limit_note, receive_loop, send_loop, setup,
-    Ctx, Dest, Expect, Outcome, Pace, SendPlan,
+    close_all, count_losses, drain, progress_bar, ramp, rate_limit_note, receive_loop, send_loop, setup, Ctx, Dest,
+    Expect, Outcome, Pace, SendPlan,
 };
 use crate::cli::FanoutArgs;
-use crate::protocol::{Protocol, Tx};
+use crate::protocol::{Protocol, Purpose};
 use crate::stats::Sampler;
 
 /// How long after setup the first broadcast is due (open loop).
@@ -74,12 +74,8 @@ pub async fn run<P: Protocol>(protocol: &P, args: &FanoutArgs, ctx: &Arc<Ctx>) -
         let bar = bar.clone();
         async move {
             let name = format!("fanout-{room}");
-            let mut peer = setup(|| format!("room {room}: connecting the sender"), protocol.connect()).await?;
-            setup(|| format!("room {room}: joining"), async {
-                peer.tx.join(&name).await?;
-                await_joined(&mut peer.rx, &name).await
-            })
-            .await?;
+            let connect = protocol.connect_in(&name, Purpose::Broadcast);
+            let (peer, _) = setup(|| format!("room {room}: connecting and joining the sender"), connect).await?;
             bar.inc(1);
             Ok(peer)
         }
@@ -107,12 +103,8 @@ pub async fn run<P: Protocol>(protocol: &P, args: &FanoutArgs, ctx: &Arc<Ctx>) -
         let stop_rx = stop_rx.clone();
         async move {
             let name = format!("fanout-{room}");
-            let mut peer = setup(|| format!("room {room}: connecting a receiver"), protocol.connect()).await?;
-            setup(|| format!("room {room}: joining"), async {
-                peer.tx.join(&name).await?;
-                await_joined(&mut peer.rx, &name).await
-            })
-            .await?;
+            let connect = protocol.connect_in(&name, Purpose::Broadcast);
+            let (peer, _) = setup(|| format!("room {room}: connecting and joining a receiver"), connect).await?;
             let label = format!("room {room}: {from} -> {}", peer.id);
             let expect = Expect { me: peer.id.clone(), from: Some(from), broadcast: true, label };
             let on_new = move |seq| {

@@ -15,9 +15,9 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use tokio::sync::watch;
 
-use super::{await_joined, close_all, progress_bar, ramp, rate_limit_note, setup, Ctx, Outcome};
+use super::{close_all, progress_bar, ramp, rate_limit_note, setup, Ctx, Outcome};
 use crate::cli::IdleArgs;
-use crate::protocol::{Event, PeerId, Protocol, Rx, Tx};
+use crate::protocol::{Event, PeerId, Protocol, Purpose, Rx};
 use crate::stats::{Sampler, Violation};
 
 /// The resident memory of process `pid`, in KiB.
@@ -38,6 +38,10 @@ pub async fn run<P: Protocol>(protocol: &P, args: &IdleArgs, ctx: &Arc<Ctx>) -> 
     let rss_before = args.server_pid.map(rss_kib).transpose()?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let room_of: Arc<Mutex<HashMap<PeerId, u64>>> = Arc::default();
+    let features = protocol.features();
+    // A server without rooms (the bare echo server) holds echo connections: the
+    // WebSocket library's own cost per connection.
+    let rooms_supported = features.signaling.is_ok();
 
     let bar = progress_bar(n, "connecting");
     let started = Instant::now();
@@ -48,18 +52,18 @@ pub async fn run<P: Protocol>(protocol: &P, args: &IdleArgs, ctx: &Arc<Ctx>) -> 
             let room = i % rooms;
             let name = format!("idle-{room}");
             let connect_start = Instant::now();
-            let mut peer = setup(|| format!("connection {i}: connecting"), protocol.connect()).await?;
+            let (peer, early) = if rooms_supported {
+                let connect = protocol.connect_in(&name, Purpose::Signaling);
+                setup(|| format!("connection {i}: connecting and joining {name}"), connect).await?
+            } else {
+                (setup(|| format!("connection {i}: connecting"), protocol.connect_echo()).await?, 0)
+            };
             room_of.lock().unwrap_or_else(|e| e.into_inner()).insert(peer.id.clone(), room);
-            let early = setup(|| format!("connection {i}: joining {name}"), async {
-                peer.tx.join(&name).await?;
-                await_joined(&mut peer.rx, &name).await
-            })
-            .await?;
             ctx.latencies.record(connect_start.elapsed().as_micros() as u64);
             ctx.done.add(1);
             ctx.check.checked(1);
             bar.inc(1);
-            let reader = tokio::spawn(hold(peer.rx, peer.id, room, early, room_of, ctx.clone(), stop_rx));
+            let reader = tokio::spawn(hold(peer.rx, peer.id, early, ctx.clone(), stop_rx));
             Ok((peer.tx, reader))
         }
     })
@@ -73,19 +77,37 @@ pub async fn run<P: Protocol>(protocol: &P, args: &IdleArgs, ctx: &Arc<Ctx>) -> 
     let _ = stop_tx.send(true);
     let mut received = 0;
     let mut halves = Vec::with_capacity(connections.len());
+    // Now that every peer's room is known, check who each was told about.
+    let room_of = std::mem::take(&mut *room_of.lock().unwrap_or_else(|e| e.into_inner()));
     for (tx, reader) in connections {
-        let (rx, peer_joined) = reader.await?;
-        received += peer_joined;
+        let (rx, me, told) = reader.await?;
+        received += told.early;
+        let room = room_of.get(&me).copied();
+        for peer in told.peers {
+            let peer_room = room_of.get(&peer).copied();
+            if peer == me || peer_room.is_none() || peer_room != room {
+                ctx.check.violation(Violation::WrongSender, || {
+                    format!("{me} in room {room:?}: peer-joined for {peer}, who is in {peer_room:?}")
+                });
+            } else {
+                received += 1;
+            }
+        }
         halves.push((tx, rx));
     }
 
-    // Every room of k members owes k(k-1)/2 `peer-joined`: one per pair.
-    let expected: u64 = (0..rooms)
-        .map(|room| {
-            let k = n / rooms + u64::from(room < n % rooms);
-            k * (k - 1) / 2
-        })
-        .sum();
+    // Every room of k members owes k(k-1)/2 `peer-joined`: one per pair (none on
+    // servers that do not tell members about each other).
+    let expected: u64 = if rooms_supported && features.membership_events {
+        (0..rooms)
+            .map(|room| {
+                let k = n / rooms + u64::from(room < n % rooms);
+                k * (k - 1) / 2
+            })
+            .sum()
+    } else {
+        0
+    };
     let check = &ctx.check;
     check.violations_n(Violation::Lost, expected.saturating_sub(received), || {
         format!("{} of {expected} peer-joined never arrived", expected - received)
@@ -95,9 +117,16 @@ pub async fn run<P: Protocol>(protocol: &P, args: &IdleArgs, ctx: &Arc<Ctx>) -> 
     });
     close_all(halves).await;
 
-    let mut outcome =
-        Outcome::new("idle", ctx, n, ramped, "connections/s").param("connections", n).param("rooms", rooms);
-    outcome.latency_label = "connect+join";
+    let mut outcome = Outcome::new("idle", ctx, n, ramped, "connections/s")
+        .param("connections", n)
+        .param("rooms", if rooms_supported { Some(rooms) } else { None });
+    if !rooms_supported {
+        outcome.notes.push("echo connections, no rooms: this server has no signaling".into());
+        outcome.latency_label = "connect";
+    }
+    if rooms_supported {
+        outcome.latency_label = "connect+join";
+    }
     outcome.series = series;
     outcome.extra.insert("hold_s".into(), common.duration.as_secs_f64().into());
     outcome.extra.insert("peer_joined".into(), received.into());
@@ -111,19 +140,25 @@ pub async fn run<P: Protocol>(protocol: &P, args: &IdleArgs, ctx: &Arc<Ctx>) -> 
     Ok(outcome)
 }
 
-/// Reads one held connection until `stop`; returns the receiving half and how many
-/// `peer-joined` it got (including `early` ones, read while joining).
+/// Whom one connection was told about.
+struct Told {
+    /// `peer-joined` read while joining (not checked: the peer may not be known yet).
+    early: u64,
+    /// The peers named by `peer-joined` while held, checked at the end.
+    peers: Vec<PeerId>,
+}
+
+/// Reads one held connection until `stop`; returns the receiving half, its id,
+/// and whom it was told about.
 async fn hold<R: Rx>(
     mut rx: R,
     me: PeerId,
-    room: u64,
     early: u64,
-    room_of: Arc<Mutex<HashMap<PeerId, u64>>>,
     ctx: Arc<Ctx>,
     mut stop: watch::Receiver<bool>,
-) -> (R, u64) {
+) -> (R, PeerId, Told) {
     let check = &ctx.check;
-    let mut peer_joined = early;
+    let mut told = Told { early, peers: Vec::new() };
     loop {
         let event = tokio::select! {
             biased;
@@ -133,14 +168,7 @@ async fn hold<R: Rx>(
         match event {
             Ok(Some(Event::PeerJoined { peer })) => {
                 check.checked(1);
-                let peer_room = room_of.lock().unwrap_or_else(|e| e.into_inner()).get(&peer).copied();
-                if peer == me || peer_room != Some(room) {
-                    check.violation(Violation::WrongSender, || {
-                        format!("{me} in idle-{room}: peer-joined for {peer}, who is in {peer_room:?}")
-                    });
-                } else {
-                    peer_joined += 1;
-                }
+                told.peers.push(peer);
             }
             Ok(Some(Event::Error { code, message })) => check.server_error(&code, &message, || me.clone()),
             Ok(Some(other)) => check.violation(Violation::Unexpected, || format!("{me}: unexpected {other:?}")),
@@ -154,5 +182,5 @@ async fn hold<R: Rx>(
             }
         }
     }
-    (rx, peer_joined)
+    (rx, me, told)
 }

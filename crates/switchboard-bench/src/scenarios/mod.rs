@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, Context, Result};
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rand::rngs::SmallRng;
@@ -27,8 +27,11 @@ use serde_json::{Map, Value};
 use tokio::sync::{watch, Semaphore};
 
 use crate::cli::{Adapter, Common, Scenario, SizeMix};
+use crate::protocol::matchbox::Matchbox;
+use crate::protocol::peerjs::PeerJs;
+use crate::protocol::seed::Seed;
 use crate::protocol::switchboard::Switchboard;
-use crate::protocol::{BodyKind, Event, Outgoing, PeerId, Protocol, Rx, Stamp, Target, Tx};
+use crate::protocol::{BodyKind, Event, Outgoing, PeerId, Protocol, Rx, Stamp, Target, Tx, Unsupported};
 use crate::report::Report;
 use crate::stats::{Check, Clock, Counter, Latencies, Percentiles, Sample, SeqTracker, Violation};
 
@@ -43,12 +46,31 @@ const CLOSE_CONCURRENCY: usize = 256;
 pub async fn run(scenario: &Scenario) -> Result<Report> {
     let common = scenario.common();
     let target = Target::parse(&common.url)?;
+    let read_buffer = scenario.read_buffer();
     match common.adapter {
-        Adapter::Switchboard => run_with(Switchboard::new(target, scenario.read_buffer()), scenario).await,
+        Adapter::Switchboard => run_with(Switchboard::new(target, read_buffer), scenario).await,
+        Adapter::Bare => run_with(Switchboard::bare(target, read_buffer), scenario).await,
+        Adapter::Seed => run_with(Seed::new(target, read_buffer), scenario).await,
+        Adapter::Matchbox => run_with(Matchbox::new(target, read_buffer), scenario).await,
+        Adapter::Peerjs => run_with(PeerJs::new(target, read_buffer), scenario).await,
     }
 }
 
+/// Whether `protocol` can run `scenario`; [`Unsupported`] with the reason if not.
+fn supported<P: Protocol>(protocol: &P, scenario: &Scenario) -> Result<(), Unsupported> {
+    let features = protocol.features();
+    let needed = match scenario {
+        // A server without rooms holds plain echo connections instead.
+        Scenario::Idle(_) => features.signaling.or(features.echo),
+        Scenario::Echo(_) => features.echo,
+        Scenario::Relay(_) | Scenario::Churn(_) => features.signaling,
+        Scenario::Fanout(_) => features.broadcast,
+    };
+    needed.map_err(Unsupported)
+}
+
 async fn run_with<P: Protocol>(protocol: P, scenario: &Scenario) -> Result<Report> {
+    supported(&protocol, scenario)?;
     let ctx = Arc::new(Ctx::new(scenario.common().clone()));
     let outcome = match scenario {
         Scenario::Idle(args) => idle::run(&protocol, args, &ctx).await?,
@@ -161,21 +183,6 @@ pub async fn setup<T>(what: impl FnOnce() -> String, step: impl Future<Output = 
     match tokio::time::timeout(SETUP_TIMEOUT, step).await {
         Ok(result) => result.with_context(what),
         Err(_) => Err(anyhow!("timed out after {SETUP_TIMEOUT:?}")).with_context(what),
-    }
-}
-
-/// Reads until `joined` for `room`; returns how many `peer-joined` came first.
-pub async fn await_joined<R: Rx>(rx: &mut R, room: &str) -> Result<u64> {
-    let mut peer_joined = 0;
-    loop {
-        match rx.next().await? {
-            Some(Event::Joined { room: joined }) if joined == room => return Ok(peer_joined),
-            Some(Event::PeerJoined { .. }) => peer_joined += 1,
-            Some(Event::PeerLeft { .. }) => {}
-            Some(Event::Error { code, message }) => bail!("joining {room:?}: server error `{code}`: {message}"),
-            Some(other) => bail!("joining {room:?}: expected `joined`, got {other:?}"),
-            None => bail!("joining {room:?}: the server closed the connection"),
-        }
     }
 }
 

@@ -20,11 +20,11 @@ use serde_json::Value;
 use tokio::sync::{watch, Semaphore};
 
 use super::{
-    await_joined, close_all, count_losses, drain, progress_bar, ramp, rate_limit_note, receive_loop, send_loop, setup,
-    Ctx, Dest, Expect, Outcome, Pace, SendPlan,
+    close_all, count_losses, drain, progress_bar, ramp, rate_limit_note, receive_loop, send_loop, setup, Ctx, Dest,
+    Expect, Outcome, Pace, SendPlan,
 };
 use crate::cli::RelayArgs;
-use crate::protocol::{Protocol, Tx};
+use crate::protocol::{Protocol, Purpose};
 use crate::stats::Sampler;
 
 /// How long after the senders are set up the first message is due (open loop).
@@ -45,15 +45,9 @@ pub async fn run<P: Protocol>(protocol: &P, args: &RelayArgs, ctx: &Arc<Ctx>) ->
         let bar = bar.clone();
         async move {
             let room = format!("relay-{pair}");
-            let mut a = setup(|| format!("pair {pair}: connecting"), protocol.connect()).await?;
-            let mut b = setup(|| format!("pair {pair}: connecting"), protocol.connect()).await?;
-            for peer in [&mut a, &mut b] {
-                setup(|| format!("pair {pair}: joining {room}"), async {
-                    peer.tx.join(&room).await?;
-                    await_joined(&mut peer.rx, &room).await
-                })
-                .await?;
-            }
+            let connect = || protocol.connect_in(&room, Purpose::Signaling);
+            let (a, _) = setup(|| format!("pair {pair}: connecting and joining {room}"), connect()).await?;
+            let (b, _) = setup(|| format!("pair {pair}: connecting and joining {room}"), connect()).await?;
             bar.inc(2);
             Ok((a, b))
         }

@@ -1,0 +1,295 @@
+#!/usr/bin/env bash
+# bench/compare.sh: Switchboard side by side with the servers people use.
+#
+# Builds the release binaries, installs the peer servers if they are missing
+# (matchbox_server into bench/.tools, the Node.js peers into bench/peers/node_modules),
+# then for each scenario and each target: starts the target fresh on a free
+# loopback port, runs the scenario with switchboard-bench, stops the target.
+# Finally writes docs/benchmarks.md and docs/benchmarks.svg from the results.
+#
+#   bench/compare.sh                       # the full run, about 10-15 minutes
+#   BENCH_DURATION=3s BENCH_IDLE_CONNECTIONS=2000 bench/compare.sh   # a quick one
+#
+# Sizes (environment variables, defaults in brackets):
+#   BENCH_DURATION [10s]            measured time of echo, relay, fanout, churn
+#   BENCH_IDLE_CONNECTIONS [15000]  idle connections (each process has 20,000 fds)
+#   BENCH_IDLE_ROOM_SIZE [10]       peers per room in idle
+#   BENCH_IDLE_HOLD [10s]           how long idle holds before reading the RSS
+#   BENCH_ECHO_CLIENTS [100]        echo clients, one message in flight each
+#   BENCH_RELAY_PAIRS [500]         relay pairs (2 connections each)
+#   BENCH_RELAY_WINDOW [16]         relay messages in flight per sender (closed loop)
+#   BENCH_FANOUT_ROOM_SIZE [100]    peers per fanout room
+#   BENCH_FANOUT_ROOMS [10]         fanout rooms
+#   BENCH_CHURN_CONCURRENCY [50]    concurrent churn loops
+#   BENCH_TARGETS ["switchboard bare seed matchbox peerjs"]
+#   BENCH_SCENARIOS ["idle echo relay relay-open fanout churn"]
+#   BENCH_RESULTS [target/bench-results/DATE]   where the JSON results and logs go
+#   BENCH_OUT [docs/benchmarks.md]  the report (the chart goes beside it, .svg)
+#   BENCH_SWITCHBOARD []            a prebuilt `switchboard` binary to measure instead
+#                                   of building crates/switchboard-server from this tree
+#
+# Traffic stays on 127.0.0.1. The report's ratios come from this one run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+DURATION=${BENCH_DURATION:-10s}
+IDLE_CONNECTIONS=${BENCH_IDLE_CONNECTIONS:-15000}
+IDLE_ROOM_SIZE=${BENCH_IDLE_ROOM_SIZE:-10}
+IDLE_HOLD=${BENCH_IDLE_HOLD:-10s}
+ECHO_CLIENTS=${BENCH_ECHO_CLIENTS:-100}
+RELAY_PAIRS=${BENCH_RELAY_PAIRS:-500}
+RELAY_WINDOW=${BENCH_RELAY_WINDOW:-16}
+FANOUT_ROOM_SIZE=${BENCH_FANOUT_ROOM_SIZE:-100}
+FANOUT_ROOMS=${BENCH_FANOUT_ROOMS:-10}
+CHURN_CONCURRENCY=${BENCH_CHURN_CONCURRENCY:-50}
+TARGETS=${BENCH_TARGETS:-switchboard bare seed matchbox peerjs}
+SCENARIOS=${BENCH_SCENARIOS:-idle echo relay relay-open fanout churn}
+RESULTS=${BENCH_RESULTS:-target/bench-results/$(date -u +%Y%m%dT%H%M%SZ)}
+OUT=${BENCH_OUT:-docs/benchmarks.md}
+SVG=${OUT%.md}.svg
+
+MATCHBOX_VERSION=0.15.0
+TOOLS=$ROOT/bench/.tools
+BENCH=$ROOT/target/release/switchboard-bench
+SWITCHBOARD=${BENCH_SWITCHBOARD:-$ROOT/target/release/switchboard}
+BARE=$ROOT/target/release/switchboard-bench-bare-echo
+MATCHBOX=$TOOLS/bin/matchbox_server
+
+log() { printf '\n== %s\n' "$*" >&2; }
+
+# --- build and install ---------------------------------------------------------
+
+log "building release binaries"
+if [[ -n ${BENCH_SWITCHBOARD:-} ]]; then
+  cargo build --release --locked -p switchboard-bench
+  measured="the prebuilt binary $BENCH_SWITCHBOARD ($("$SWITCHBOARD" --version))"
+else
+  cargo build --release --locked -p switchboard-server -p switchboard-bench
+  measured="commit $(git rev-parse --short HEAD)"
+  if ! git diff --quiet HEAD -- crates/switchboard-server crates/switchboard-protocol 2>/dev/null; then
+    measured="$measured with uncommitted changes to the server"
+  fi
+fi
+
+if [[ ! -x $MATCHBOX ]]; then
+  log "installing matchbox_server $MATCHBOX_VERSION into bench/.tools"
+  cargo install matchbox_server --version "$MATCHBOX_VERSION" --locked --root "$TOOLS"
+fi
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  log "installing Node.js"
+  apt-get update -q && apt-get install -y -q nodejs npm
+fi
+if [[ ! -d bench/peers/node_modules/ws || ! -d bench/peers/node_modules/peer ]]; then
+  log "installing the Node.js peers (ws, peer)"
+  (cd bench/peers && npm ci --no-audit --no-fund)
+fi
+
+mkdir -p "$RESULTS"
+log "results in $RESULTS"
+
+# --- servers -------------------------------------------------------------------
+
+SERVER_PID=
+SERVER_PORT=
+
+stop_server() {
+  if [[ -n $SERVER_PID ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
+    kill -TERM "$SERVER_PID" 2>/dev/null || true
+    for _ in $(seq 100); do
+      kill -0 "$SERVER_PID" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill -KILL "$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
+  fi
+  SERVER_PID=
+}
+trap stop_server EXIT INT TERM
+
+# A free loopback port below the ephemeral range the load generator binds from.
+free_port() {
+  local port
+  for _ in $(seq 200); do
+    port=$((20000 + RANDOM % 12000))
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+      echo "$port"
+      return
+    fi
+  done
+  echo "no free port found" >&2
+  return 1
+}
+
+# start_server TARGET SCENARIO LOGFILE: starts the server TARGET runs SCENARIO
+# on; sets SERVER_PID and SERVER_PORT. Returns 1 if TARGET has no server for it.
+start_server() {
+  local target=$1 scenario=$2 logfile=$3
+  SERVER_PORT=$(free_port)
+  local addr=127.0.0.1:$SERVER_PORT
+  case $target in
+    switchboard)
+      # No rate limits, and caps above the run's connections: every
+      # benchmark connection comes from 127.0.0.1.
+      "$SWITCHBOARD" serve --listen "$addr" --log warn \
+        --rate-limit-messages 0 --rate-limit-bytes 0 \
+        --max-connections 100000 --max-connections-per-ip 100000 \
+        --shutdown-timeout 2s >"$logfile" 2>&1 &
+      ;;
+    bare)
+      [[ $scenario == echo || $scenario == idle ]] || return 1
+      "$BARE" --listen "$addr" >"$logfile" 2>&1 &
+      ;;
+    seed)
+      local script
+      case $scenario in
+        echo) script=echo.js ;;
+        fanout) script=broadcast.js ;;
+        *) script=signaling.js ;;
+      esac
+      node "bench/peers/$script" --port "$SERVER_PORT" >"$logfile" 2>&1 &
+      ;;
+    matchbox)
+      [[ $scenario != echo && $scenario != fanout ]] || return 1
+      RUST_LOG=warn "$MATCHBOX" "$addr" >"$logfile" 2>&1 &
+      ;;
+    peerjs)
+      [[ $scenario != echo && $scenario != fanout ]] || return 1
+      node bench/peers/peerjs.js --port "$SERVER_PORT" >"$logfile" 2>&1 &
+      ;;
+    *)
+      echo "unknown target $target" >&2
+      exit 2
+      ;;
+  esac
+  SERVER_PID=$!
+  for _ in $(seq 200); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$SERVER_PORT") 2>/dev/null; then
+      sleep 0.3
+      return 0
+    fi
+    if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+      echo "$target did not start; its log:" >&2
+      cat "$logfile" >&2
+      return 2
+    fi
+    sleep 0.1
+  done
+  echo "$target did not listen on $addr within 20 s" >&2
+  return 2
+}
+
+# The first "value" of a report is its throughput.
+throughput_of() {
+  grep -m1 -o '"value": [0-9.e+]*' "$1" 2>/dev/null | awk '{print $2}'
+}
+
+# run_one SCENARIO TARGET ARGS...: one run, its JSON in RESULTS/SCENARIO.TARGET.json.
+run_one() {
+  local scenario=$1 target=$2
+  shift 2
+  local json=$RESULTS/$scenario.$target.json
+  local logfile=$RESULTS/$scenario.$target.log
+  local serverlog=$RESULTS/$scenario.$target.server.log
+  local adapter=$target url status=0
+  log "$scenario on $target"
+  if start_server "$target" "$scenario" "$serverlog"; then
+    url=ws://127.0.0.1:$SERVER_PORT
+  else
+    status=$?
+    if [[ $status == 2 ]]; then
+      stop_server
+      printf '{"failed": "%s did not start (see %s)"}\n' "$target" "$serverlog" >"$json"
+      return
+    fi
+    # No server for this scenario: the load generator says why ("n/a").
+    url=ws://127.0.0.1:9
+  fi
+  local pid_args=()
+  [[ $scenario == idle && -n $SERVER_PID ]] && pid_args=(--server-pid "$SERVER_PID")
+  local bench_scenario=$scenario
+  [[ $scenario == relay-open ]] && bench_scenario=relay
+  status=0
+  timeout 600 "$BENCH" "$bench_scenario" --adapter "$adapter" --target-name "$target" --url "$url" \
+    "${pid_args[@]}" "$@" --json >"$json" 2>"$logfile" || status=$?
+  stop_server
+  case $status in
+    0) grep -v '^  ' "$logfile" | tail -n 4 >&2 || true ;;
+    3) echo "n/a" >&2 ;;
+    1) echo "checks FAILED (see $logfile)" >&2 ;;
+    *)
+      echo "the run failed with status $status (see $logfile)" >&2
+      if ! grep -q '"throughput"' "$json" 2>/dev/null; then
+        local why
+        why=$(grep -m1 '^error' "$logfile" | tr -d '"\\' | cut -c1-300 || true)
+        printf '{"failed": "exit status %s: %s"}\n' "$status" "${why:-see $logfile}" >"$json"
+      fi
+      ;;
+  esac
+  sleep 1
+}
+
+# --- the scenarios ------------------------------------------------------------
+
+for scenario in $SCENARIOS; do
+  for target in $TARGETS; do
+    case $scenario in
+      idle)
+        run_one idle "$target" --connections "$IDLE_CONNECTIONS" \
+          --rooms $(((IDLE_CONNECTIONS + IDLE_ROOM_SIZE - 1) / IDLE_ROOM_SIZE)) --duration "$IDLE_HOLD"
+        ;;
+      echo)
+        run_one echo "$target" --clients "$ECHO_CLIENTS" --duration "$DURATION"
+        ;;
+      relay)
+        run_one relay "$target" --pairs "$RELAY_PAIRS" --window "$RELAY_WINDOW" --size-mix mixed \
+          --duration "$DURATION"
+        ;;
+      relay-open)
+        # Half of this target's own closed-loop rate from this run.
+        max=$(throughput_of "$RESULTS/relay.$target.json" || true)
+        if [[ -z $max ]]; then
+          run_one relay-open "$target" --pairs "$RELAY_PAIRS" --size-mix mixed --duration "$DURATION"
+        else
+          rate=$(awk -v m="$max" 'BEGIN { printf "%.0f", m / 2 }')
+          run_one relay-open "$target" --pairs "$RELAY_PAIRS" --size-mix mixed --rate "$rate" \
+            --duration "$DURATION"
+        fi
+        ;;
+      fanout)
+        run_one fanout "$target" --room-size "$FANOUT_ROOM_SIZE" --rooms "$FANOUT_ROOMS" \
+          --window "$RELAY_WINDOW" --size-mix candidate --duration "$DURATION"
+        ;;
+      churn)
+        run_one churn "$target" --concurrency "$CHURN_CONCURRENCY" --duration "$DURATION"
+        ;;
+      *)
+        echo "unknown scenario $scenario" >&2
+        exit 2
+        ;;
+    esac
+  done
+done
+
+# --- the report -----------------------------------------------------------------
+
+command="bench/compare.sh"
+overrides=$(env | grep '^BENCH_' | grep -v '^BENCH_RESULTS=' | sort | tr '\n' ' ' || true)
+[[ -n $overrides ]] && command="$overrides$command"
+settings=(
+  --setting "date=$(date -u '+%Y-%m-%d %H:%M UTC')"
+  --setting "switchboard=$measured"
+  --setting "BENCH_DURATION=$DURATION"
+  --setting "BENCH_IDLE_CONNECTIONS=$IDLE_CONNECTIONS"
+  --setting "BENCH_IDLE_ROOM_SIZE=$IDLE_ROOM_SIZE"
+  --setting "BENCH_IDLE_HOLD=$IDLE_HOLD"
+  --setting "BENCH_ECHO_CLIENTS=$ECHO_CLIENTS"
+  --setting "BENCH_RELAY_PAIRS=$RELAY_PAIRS"
+  --setting "BENCH_RELAY_WINDOW=$RELAY_WINDOW"
+  --setting "BENCH_FANOUT_ROOM_SIZE=$FANOUT_ROOM_SIZE"
+  --setting "BENCH_FANOUT_ROOMS=$FANOUT_ROOMS"
+  --setting "BENCH_CHURN_CONCURRENCY=$CHURN_CONCURRENCY"
+)
+log "writing $OUT"
+"$BENCH" compare --results "$RESULTS" --out "$OUT" --svg "$SVG" --notes bench/notes.md \
+  --command "$command" "${settings[@]}"

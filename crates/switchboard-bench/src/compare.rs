@@ -1,0 +1,592 @@
+//! `compare`: the side-by-side report. Reads the `--json` results of every
+//! scenario against every target (SCENARIO.TARGET.json in one directory, as
+//! bench/compare.sh writes them) and writes docs/benchmarks.md (a table per
+//! scenario with ratios, the issue's targets met or not, the machine and the
+//! command) and an SVG chart of throughput and latency per target.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::{anyhow, Context, Result};
+use plotters::prelude::*;
+use serde_json::Value;
+
+use crate::cli::CompareArgs;
+use crate::report::{micros, thousands};
+
+/// The scenarios, in report order: file key, heading.
+const SCENARIOS: [(&str, &str); 6] = [
+    ("idle", "idle: connect, join and hold"),
+    ("echo", "echo: round trips"),
+    ("relay", "relay, closed loop: the highest rate"),
+    ("relay-open", "relay, open loop: latency at half the highest rate"),
+    ("fanout", "fanout: room broadcast"),
+    ("churn", "churn: connect, join, (leave,) close"),
+];
+
+/// The targets, in report order: file key, name in the report.
+const TARGETS: [(&str, &str); 5] = [
+    ("switchboard", "Switchboard"),
+    ("bare", "bare axum/tungstenite echo"),
+    ("seed", "seed Node.js (ws)"),
+    ("matchbox", "matchbox_server"),
+    ("peerjs", "peerjs-server"),
+];
+
+/// One scenario against one target.
+enum Cell {
+    /// The load generator's report.
+    Ran(Value),
+    /// The server cannot run this scenario.
+    Na(String),
+    /// The run failed before reporting (the server did not start, say).
+    Failed(String),
+    /// No result file.
+    Missing,
+}
+
+impl Cell {
+    fn report(&self) -> Option<&Value> {
+        match self {
+            Cell::Ran(report) => Some(report),
+            _ => None,
+        }
+    }
+
+    fn throughput(&self) -> Option<f64> {
+        self.report().and_then(|r| r["throughput"]["value"].as_f64())
+    }
+
+    fn latency(&self, percentile: &str) -> Option<u64> {
+        self.report().and_then(|r| r["latency_us"][percentile].as_u64())
+    }
+
+    fn rss_per_connection(&self) -> Option<f64> {
+        self.report().and_then(|r| r["results"]["server_rss_per_connection_kib"].as_f64())
+    }
+}
+
+/// All results: scenario key → target key → cell.
+struct Results(BTreeMap<&'static str, BTreeMap<&'static str, Cell>>);
+
+impl Results {
+    fn load(dir: &Path) -> Result<Results> {
+        let mut all = BTreeMap::new();
+        for (scenario, _) in SCENARIOS {
+            let mut row = BTreeMap::new();
+            for (target, _) in TARGETS {
+                let path = dir.join(format!("{scenario}.{target}.json"));
+                let cell = match std::fs::read_to_string(&path) {
+                    Err(_) => Cell::Missing,
+                    Ok(text) => match serde_json::from_str::<Value>(&text) {
+                        Err(err) => Cell::Failed(format!("{} is not JSON: {err}", path.display())),
+                        Ok(value) => {
+                            if let Some(reason) = value["unsupported"].as_str() {
+                                Cell::Na(reason.to_owned())
+                            } else if let Some(reason) = value["failed"].as_str() {
+                                Cell::Failed(reason.to_owned())
+                            } else {
+                                Cell::Ran(value)
+                            }
+                        }
+                    },
+                };
+                row.insert(target, cell);
+            }
+            all.insert(scenario, row);
+        }
+        Ok(Results(all))
+    }
+
+    fn get(&self, scenario: &str, target: &str) -> &Cell {
+        static MISSING: Cell = Cell::Missing;
+        self.0.get(scenario).and_then(|row| row.get(target)).unwrap_or(&MISSING)
+    }
+}
+
+pub fn run(args: &CompareArgs) -> Result<()> {
+    let results = Results::load(&args.results)?;
+    let notes = match &args.notes {
+        Some(path) => Some(std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?),
+        None => None,
+    };
+    let svg_name = args.svg.file_name().and_then(|n| n.to_str()).unwrap_or("benchmarks.svg").to_owned();
+    let markdown = render(&results, args, &svg_name, notes.as_deref());
+    std::fs::write(&args.out, markdown).with_context(|| format!("writing {}", args.out.display()))?;
+    chart(&results, &args.svg).with_context(|| format!("writing {}", args.svg.display()))?;
+    eprintln!("wrote {} and {}", args.out.display(), args.svg.display());
+    Ok(())
+}
+
+/// `a / b` as `4.21×`.
+fn ratio(a: Option<f64>, b: Option<f64>) -> String {
+    match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => format!("{:.2}×", a / b),
+        _ => "–".into(),
+    }
+}
+
+fn opt_micros(us: Option<u64>) -> String {
+    us.map_or("–".into(), micros)
+}
+
+/// What the checks found, in a few words.
+fn checks(report: &Value) -> String {
+    let check = &report["check"];
+    if report["ok"] == true {
+        format!("ok ({} checked)", thousands(check["messages"].as_f64().unwrap_or(0.0)))
+    } else {
+        let mut problems = Vec::new();
+        for field in
+            ["lost", "duplicated", "out_of_order", "wrong_sender", "errors", "unexpected", "connection_failures"]
+        {
+            let n = check[field].as_u64().unwrap_or(0);
+            if n > 0 {
+                problems.push(format!("{n} {}", field.replace('_', " ")));
+            }
+        }
+        format!("**FAILED**: {}", problems.join(", "))
+    }
+}
+
+/// A param of a report, as text.
+fn param(report: &Value, name: &str) -> String {
+    match &report["params"][name] {
+        Value::Null => "–".into(),
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.as_f64().map_or_else(|| n.to_string(), thousands),
+        other => other.to_string(),
+    }
+}
+
+fn machine() -> Vec<(String, String)> {
+    let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
+    let cpu = read("/proc/cpuinfo")
+        .lines()
+        .find_map(|l| l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned()))
+        .unwrap_or_else(|| "unknown".into());
+    let ram = read("/proc/meminfo")
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or("unknown".into(), |kib| format!("{:.1} GiB", kib / 1024.0 / 1024.0));
+    let cores = std::thread::available_parallelism().map_or("unknown".into(), |n| n.to_string());
+    vec![
+        ("CPU".into(), cpu),
+        ("cores (nproc)".into(), cores),
+        ("RAM".into(), ram),
+        ("kernel".into(), read("/proc/sys/kernel/osrelease").trim().to_owned()),
+    ]
+}
+
+/// One verdict on an issue #4 target.
+struct Verdict {
+    target: String,
+    measured: String,
+    met: Option<bool>,
+}
+
+fn verdicts(r: &Results) -> Vec<Verdict> {
+    let sb = |scenario| r.get(scenario, "switchboard");
+    let tp = |scenario, target| r.get(scenario, target).throughput();
+    let at_least = |value: Option<f64>, bound: f64| value.map(|v| v >= bound);
+    let times = |a: Option<f64>, b: Option<f64>| a.zip(b).filter(|(_, b)| *b > 0.0).map(|(a, b)| a / b);
+    let fmt_times = |v: Option<f64>| v.map_or("–".into(), |v| format!("{v:.2}×"));
+    let mut out = Vec::new();
+
+    let rss = sb("idle").rss_per_connection();
+    let connections = sb("idle").report().map_or("–".into(), |rep| param(rep, "connections"));
+    out.push(Verdict {
+        target: "idle memory ≤ 2 KiB server RSS per connection at 15,000 joined connections".into(),
+        measured: rss.map_or("–".into(), |v| format!("{v:.2} KiB per connection at {connections} connections")),
+        met: rss.map(|v| v <= 2.0),
+    });
+
+    let vs_seed = times(tp("echo", "switchboard"), tp("echo", "seed"));
+    out.push(Verdict {
+        target: "echo round trips/s ≥ 4× the seed Node server".into(),
+        measured: fmt_times(vs_seed),
+        met: at_least(vs_seed, 4.0),
+    });
+    let vs_bare = times(tp("echo", "switchboard"), tp("echo", "bare"));
+    out.push(Verdict {
+        target: "echo round trips/s ≥ 90% of the bare-library echo".into(),
+        measured: vs_bare.map_or("–".into(), |v| format!("{:.0}%", v * 100.0)),
+        met: at_least(vs_bare, 0.9),
+    });
+
+    for (peer, bound, name) in [
+        ("seed", 4.0, "the seed Node signaling server"),
+        ("matchbox", 2.0, "matchbox_server"),
+        ("peerjs", 2.0, "peerjs-server"),
+    ] {
+        let v = times(tp("relay", "switchboard"), tp("relay", peer));
+        out.push(Verdict {
+            target: format!("relay msgs/s ≥ {bound:.0}× {name}"),
+            measured: fmt_times(v),
+            met: at_least(v, bound),
+        });
+    }
+
+    let open = sb("relay-open");
+    let p99 = open.latency("p99");
+    let rate = open.report().map_or("–".into(), |rep| param(rep, "rate"));
+    out.push(Verdict {
+        target: "relay p99 ≤ 1 ms at 50% of Switchboard's highest rate".into(),
+        measured: p99.map_or("–".into(), |p| format!("p99 {} at {rate} msgs/s offered", micros(p))),
+        met: p99.map(|p| p <= 1000),
+    });
+
+    let fanout = sb("fanout");
+    let room_size = fanout.report().map_or("–".into(), |rep| param(rep, "room_size"));
+    out.push(Verdict {
+        target: "fan-out ≥ 1,000,000 deliveries/s in rooms of 100".into(),
+        measured: fanout
+            .throughput()
+            .map_or("–".into(), |v| format!("{} deliveries/s in rooms of {room_size}", thousands(v))),
+        met: at_least(fanout.throughput(), 1_000_000.0).filter(|_| room_size == "100").or(Some(false)),
+    });
+
+    let join = sb("idle").throughput();
+    out.push(Verdict {
+        target: "connect+join ≥ 20,000 per second".into(),
+        measured: join.map_or("–".into(), |v| format!("{}/s (idle ramp)", thousands(v))),
+        met: at_least(join, 20_000.0),
+    });
+    out
+}
+
+fn render(r: &Results, args: &CompareArgs, svg_name: &str, notes: Option<&str>) -> String {
+    let mut md = String::new();
+    let settings: BTreeMap<&str, &str> = args.settings.iter().filter_map(|s| s.split_once('=')).collect();
+    let date = settings.get("date").copied().unwrap_or("unknown");
+    let _ = writeln!(md, "# Benchmarks: Switchboard and the servers people use\n");
+    let _ = writeln!(
+        md,
+        "Generated by `bench/compare.sh` on {date}: every scenario against every server, one after the other on \
+         this machine, driven by the same load generator (`switchboard-bench`) over loopback. Each server is \
+         started fresh for each scenario and stopped after it. The machine has two noisy cores shared by the \
+         server and the load generator, so absolute numbers move from run to run by 10–20%; the ratios, measured \
+         in one run, are what to read. Every run checks every message (exactly once, in order per sender, from the \
+         right peer); a run whose checks failed is marked **FAILED**.\n"
+    );
+    let _ = writeln!(md, "Reproduce:\n\n```sh\n{}\n```\n", args.command);
+    let _ = writeln!(md, "| machine | |\n|---|---|");
+    for (name, value) in machine() {
+        let _ = writeln!(md, "| {name} | {value} |");
+    }
+    let _ = writeln!(md, "| date | {date} |");
+    if let Some(measured) = settings.get("switchboard") {
+        let _ = writeln!(md, "| Switchboard measured | {measured} |");
+    }
+    let _ = writeln!(md);
+    let rest: Vec<_> = settings.iter().filter(|(k, _)| **k != "date" && **k != "switchboard").collect();
+    if !rest.is_empty() {
+        let _ = writeln!(md, "Settings of this run (environment variables of bench/compare.sh):\n");
+        let line: Vec<String> = rest.iter().map(|(k, v)| format!("`{k}={v}`")).collect();
+        let _ = writeln!(md, "{}\n", line.join(", "));
+    }
+
+    let _ = writeln!(md, "## The targets of issue #4\n");
+    let _ = writeln!(md, "| target | measured | |\n|---|---|---|");
+    for verdict in verdicts(r) {
+        let met = match verdict.met {
+            Some(true) => "**met**",
+            Some(false) => "**not met**",
+            None => "not measured",
+        };
+        let _ = writeln!(md, "| {} | {} | {met} |", verdict.target, verdict.measured);
+    }
+    let _ = writeln!(
+        md,
+        "\nWhat the profiles say about the targets not met, and what would get there: [below](#profiles).\n"
+    );
+
+    let _ = writeln!(md, "## Results\n");
+    let _ = writeln!(md, "![throughput and latency per target]({svg_name})\n");
+    let _ = writeln!(
+        md,
+        "In every table, **Switchboard ÷ this** is Switchboard's throughput divided by the row's: above 1× \
+         Switchboard is faster. Latency is measured by the load generator, from the moment a message was due to \
+         the moment it arrived.\n"
+    );
+    for (scenario, title) in SCENARIOS {
+        let _ = writeln!(md, "### {title}\n");
+        if let Some(report) = TARGETS.iter().find_map(|(t, _)| r.get(scenario, t).report()) {
+            let _ = writeln!(md, "{}\n", describe(scenario, report));
+        }
+        let sb = r.get(scenario, "switchboard").throughput();
+        let mut header = "| target | throughput | p50 | p99 | p99.9 | Switchboard ÷ this |".to_owned();
+        let mut rule = "|---|--:|--:|--:|--:|--:|".to_owned();
+        match scenario {
+            "idle" => {
+                header.push_str(" server RSS per connection |");
+                rule.push_str("--:|");
+            }
+            "relay-open" => {
+                header.push_str(" offered | p99 from actual send |");
+                rule.push_str("--:|--:|");
+            }
+            "churn" => {
+                header.push_str(" cycle |");
+                rule.push_str("---|");
+            }
+            _ => {}
+        }
+        header.push_str(" checks |");
+        rule.push_str("---|");
+        let _ = writeln!(md, "{header}\n{rule}");
+        for (target, name) in TARGETS {
+            let cell = r.get(scenario, target);
+            let row = match cell {
+                Cell::Ran(report) => {
+                    let unit = report["throughput"]["unit"].as_str().unwrap_or("");
+                    let mut row = format!(
+                        "| {name} | {} {unit} | {} | {} | {} | {} |",
+                        thousands(cell.throughput().unwrap_or(0.0)),
+                        opt_micros(cell.latency("p50")),
+                        opt_micros(cell.latency("p99")),
+                        opt_micros(cell.latency("p999")),
+                        if target == "switchboard" { "1×".into() } else { ratio(sb, cell.throughput()) },
+                    );
+                    match scenario {
+                        "idle" => {
+                            let _ = write!(
+                                row,
+                                " {} |",
+                                cell.rss_per_connection().map_or("–".into(), |v| format!("{v:.2} KiB"))
+                            );
+                        }
+                        "relay-open" => {
+                            let service = report["service_latency_us"]["p99"].as_u64();
+                            let _ = write!(row, " {} msgs/s | {} |", param(report, "rate"), opt_micros(service));
+                        }
+                        "churn" => {
+                            let _ = write!(row, " {} |", param(report, "cycle"));
+                        }
+                        _ => {}
+                    }
+                    let _ = write!(row, " {} |", checks(report));
+                    row
+                }
+                Cell::Na(reason) => na_row(name, scenario, &format!("n/a: {reason}")),
+                Cell::Failed(reason) => na_row(name, scenario, &format!("**run failed**: {reason}")),
+                Cell::Missing => na_row(name, scenario, "not run"),
+            };
+            let _ = writeln!(md, "{row}");
+        }
+        let mut notes: Vec<String> = Vec::new();
+        for (target, name) in TARGETS {
+            if let Some(report) = r.get(scenario, target).report() {
+                for note in report["notes"].as_array().into_iter().flatten().filter_map(Value::as_str) {
+                    notes.push(format!("- {name}: {note}"));
+                }
+            }
+        }
+        if !notes.is_empty() {
+            let _ = writeln!(md, "\n{}", notes.join("\n"));
+        }
+        let _ = writeln!(md);
+    }
+    if let Some(notes) = notes {
+        let _ = writeln!(md, "{}", notes.trim_end());
+    }
+    md
+}
+
+fn na_row(name: &str, scenario: &str, text: &str) -> String {
+    let extra = match scenario {
+        "idle" | "churn" => 1,
+        "relay-open" => 2,
+        _ => 0,
+    };
+    format!("| {name} | {text} |{} |", " |".repeat(4 + extra))
+}
+
+/// One line on what a scenario's runs did, from the first report's params.
+fn describe(scenario: &str, report: &Value) -> String {
+    let duration = report["duration_s"].as_f64().unwrap_or(0.0);
+    let p = |name| param(report, name);
+    match scenario {
+        "idle" => format!(
+            "{} connections, in rooms of {} where the server has rooms ({} rooms), opened {} at a time, then held \
+             for {duration} s. Throughput is the connect+join rate over the ramp; latency is one connection's \
+             connect+join. Server RSS per connection: (VmRSS after the hold − VmRSS before the ramp) ÷ connections.",
+            p("connections"),
+            report["params"]["connections"]
+                .as_f64()
+                .zip(report["params"]["rooms"].as_f64())
+                .map_or("–".into(), |(c, r)| format!("{:.0}", c / r)),
+            p("rooms"),
+            "64",
+        ),
+        "echo" => {
+            format!("{} clients, each with one {}-byte message in flight, for {duration} s.", p("clients"), p("size"))
+        }
+        "relay" => format!(
+            "{} pairs of peers, each pair in its own room, both peers sending ({} sizes: one 1–4 KB SDP per five \
+             ~200 B candidates), {} messages in flight per sender, for {duration} s.",
+            p("pairs"),
+            p("size_mix"),
+            p("window")
+        ),
+        "relay-open" => format!(
+            "{} pairs as above, each sender on a fixed timetable; the total offered rate is half of that server's \
+             own closed-loop rate in this run. Latency counts from when a message was due (no coordinated \
+             omission).",
+            p("pairs")
+        ),
+        "fanout" => format!(
+            "{} rooms of {} peers; one peer per room broadcasts ({} sizes), {} broadcasts in flight (in flight until \
+             every receiver has it); throughput counts deliveries (K−1 per broadcast), for {duration} s.",
+            p("rooms"),
+            p("room_size"),
+            p("size_mix"),
+            p("window")
+        ),
+        "churn" => format!(
+            "{} loops of connect, join, leave (where the server has it), close, each in its own room, for \
+             {duration} s. Servers without a leave do one round trip fewer per cycle.",
+            p("concurrency")
+        ),
+        _ => String::new(),
+    }
+}
+
+/// The chart: one row per scenario; throughput per target on the left,
+/// latency (p50, p99; log scale) on the right, or for idle, the server's memory per
+/// connection.
+fn chart(r: &Results, path: &Path) -> Result<()> {
+    let failed = |e: &dyn std::fmt::Display| anyhow!("drawing the chart: {e}");
+    let row_height = 250u32;
+    let root = SVGBackend::new(path, (1200, row_height * SCENARIOS.len() as u32 + 40)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| failed(&e))?;
+    let root = root
+        .titled("Switchboard and peer servers: throughput and latency per target", ("sans-serif", 22))
+        .map_err(|e| failed(&e))?;
+    let rows = root.split_evenly((SCENARIOS.len(), 2));
+    let colors = [
+        RGBColor(31, 119, 180),
+        RGBColor(255, 127, 14),
+        RGBColor(44, 160, 44),
+        RGBColor(214, 39, 40),
+        RGBColor(148, 103, 189),
+    ];
+    for (i, (scenario, title)) in SCENARIOS.iter().enumerate() {
+        let cells: Vec<(&str, &Cell)> = TARGETS.iter().map(|(t, name)| (*name, r.get(scenario, t))).collect();
+        let n = cells.len() as f64;
+        let unit =
+            cells.iter().find_map(|(_, c)| c.report()).and_then(|rep| rep["throughput"]["unit"].as_str()).unwrap_or("");
+
+        // Throughput.
+        let max = cells.iter().filter_map(|(_, c)| c.throughput()).fold(1.0, f64::max);
+        let mut chart = ChartBuilder::on(&rows[i * 2])
+            .margin(10)
+            .caption(format!("{title} ({unit})"), ("sans-serif", 15))
+            .x_label_area_size(25)
+            .y_label_area_size(10)
+            .build_cartesian_2d(0.0..max * 1.6, 0.0..n)
+            .map_err(|e| failed(&e))?;
+        chart
+            .configure_mesh()
+            .disable_y_mesh()
+            .y_labels(0)
+            .x_labels(5)
+            .x_label_formatter(&|v| thousands(*v))
+            .draw()
+            .map_err(|e| failed(&e))?;
+        for (k, (name, cell)) in cells.iter().enumerate() {
+            let y = n - k as f64 - 1.0;
+            let color = colors[k % colors.len()];
+            let label = match cell {
+                Cell::Ran(_) => format!("{name}: {}", thousands(cell.throughput().unwrap_or(0.0))),
+                Cell::Na(_) => format!("{name}: n/a"),
+                Cell::Failed(_) => format!("{name}: failed"),
+                Cell::Missing => format!("{name}: not run"),
+            };
+            let value = cell.throughput().unwrap_or(0.0);
+            chart
+                .draw_series(std::iter::once(Rectangle::new([(0.0, y + 0.15), (value, y + 0.85)], color.filled())))
+                .map_err(|e| failed(&e))?;
+            chart
+                .draw_series(std::iter::once(Text::new(label, (value + max * 0.02, y + 0.65), ("sans-serif", 12))))
+                .map_err(|e| failed(&e))?;
+        }
+
+        // Latency, or memory for idle.
+        if *scenario == "idle" {
+            let max = cells.iter().filter_map(|(_, c)| c.rss_per_connection()).fold(1.0, f64::max);
+            let mut chart = ChartBuilder::on(&rows[i * 2 + 1])
+                .margin(10)
+                .caption("server RSS per connection (KiB)", ("sans-serif", 15))
+                .x_label_area_size(25)
+                .y_label_area_size(10)
+                .build_cartesian_2d(0.0..max * 1.6, 0.0..n)
+                .map_err(|e| failed(&e))?;
+            chart.configure_mesh().disable_y_mesh().y_labels(0).x_labels(5).draw().map_err(|e| failed(&e))?;
+            for (k, (name, cell)) in cells.iter().enumerate() {
+                let y = n - k as f64 - 1.0;
+                let value = cell.rss_per_connection();
+                let label = value.map_or(format!("{name}: –"), |v| format!("{name}: {v:.2} KiB"));
+                let value = value.unwrap_or(0.0);
+                chart
+                    .draw_series(std::iter::once(Rectangle::new(
+                        [(0.0, y + 0.15), (value, y + 0.85)],
+                        colors[k % colors.len()].filled(),
+                    )))
+                    .map_err(|e| failed(&e))?;
+                chart
+                    .draw_series(std::iter::once(Text::new(label, (value + max * 0.02, y + 0.65), ("sans-serif", 12))))
+                    .map_err(|e| failed(&e))?;
+            }
+        } else {
+            let max = cells.iter().filter_map(|(_, c)| c.latency("p99")).max().unwrap_or(1000).max(10) as f64;
+            let mut chart = ChartBuilder::on(&rows[i * 2 + 1])
+                .margin(10)
+                .caption("latency p50 (dark) and p99 (light), log scale", ("sans-serif", 15))
+                .x_label_area_size(25)
+                .y_label_area_size(10)
+                .build_cartesian_2d((10.0..max * 60.0).log_scale(), 0.0..n)
+                .map_err(|e| failed(&e))?;
+            chart
+                .configure_mesh()
+                .disable_y_mesh()
+                .y_labels(0)
+                .x_labels(6)
+                .x_label_formatter(&|v| micros(*v as u64))
+                .draw()
+                .map_err(|e| failed(&e))?;
+            for (k, (name, cell)) in cells.iter().enumerate() {
+                let y = n - k as f64 - 1.0;
+                let color = colors[k % colors.len()];
+                let (Some(p50), Some(p99)) = (cell.latency("p50"), cell.latency("p99")) else {
+                    chart
+                        .draw_series(std::iter::once(Text::new(
+                            format!("{name}: –"),
+                            (11.0, y + 0.65),
+                            ("sans-serif", 12),
+                        )))
+                        .map_err(|e| failed(&e))?;
+                    continue;
+                };
+                let (p50, p99) = ((p50.max(11)) as f64, (p99.max(11)) as f64);
+                chart
+                    .draw_series(std::iter::once(Rectangle::new(
+                        [(10.0, y + 0.15), (p99, y + 0.85)],
+                        color.mix(0.35).filled(),
+                    )))
+                    .map_err(|e| failed(&e))?;
+                chart
+                    .draw_series(std::iter::once(Rectangle::new([(10.0, y + 0.3), (p50, y + 0.7)], color.filled())))
+                    .map_err(|e| failed(&e))?;
+                let label = format!("{name}: {} / {}", micros(p50 as u64), micros(p99 as u64));
+                chart
+                    .draw_series(std::iter::once(Text::new(label, (p99 * 1.15, y + 0.65), ("sans-serif", 12))))
+                    .map_err(|e| failed(&e))?;
+            }
+        }
+    }
+    root.present().map_err(|e| failed(&e))?;
+    Ok(())
+}
