@@ -91,6 +91,7 @@ impl App {
             ping_interval: self.settings.ping_interval,
             ping_timeout: self.settings.ping_timeout,
             write_timeout: self.settings.write_timeout,
+            shutdown_code: self.settings.shutdown_close_code,
         }
     }
 

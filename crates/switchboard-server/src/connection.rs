@@ -77,6 +77,9 @@ pub struct Timings {
     pub ping_timeout: Duration,
     /// Drop a client that blocks a write for this long.
     pub write_timeout: Duration,
+    /// The close code sent when the server shuts down: 1001 (going away) or
+    /// 1012 (service restart: come back).
+    pub shutdown_code: u16,
 }
 
 /// Close code for a connection whose session another connection resumed.
@@ -127,8 +130,11 @@ enum Ending {
 }
 
 impl Ending {
-    fn close_frame(self) -> Option<CloseFrame> {
+    fn close_frame(self, timings: &Timings) -> Option<CloseFrame> {
         let (code, reason) = match self {
+            Ending::ShuttingDown if timings.shutdown_code == close_code::RESTART => {
+                (close_code::RESTART, "server restarting: reconnect")
+            }
             Ending::ShuttingDown => (close_code::AWAY, "server shutting down"),
             Ending::SlowConsumer => (close_code::POLICY, "send queue overflow: client is not reading"),
             Ending::TooBig => (close_code::SIZE, "message too big"),
@@ -299,7 +305,7 @@ pub async fn drive(
         _ => {}
     }
     debug!(?ending, "connection ended");
-    if let Some(frame) = ending.close_frame() {
+    if let Some(frame) = ending.close_frame(&timings) {
         close(socket, frame).await;
     } else if ending == Ending::ClientClosed {
         // tungstenite queued the echo of the client's close frame when it read

@@ -97,6 +97,12 @@ pub struct Settings {
     #[serde(with = "humantime_serde")]
     pub shutdown_delay: Duration,
 
+    /// Close code WebSockets get on shutdown: 1001 (going away) or 1012 (service
+    /// restart: the client should reconnect, to this or another node). Use 1012
+    /// for rolling restarts behind a load balancer.
+    #[arg(long, env = "SWITCHBOARD_SHUTDOWN_CLOSE_CODE", default_value_t = 1001)]
+    pub shutdown_close_code: u16,
+
     /// After connections are told to close, how long to wait for them before exiting anyway.
     #[arg(long, env = "SWITCHBOARD_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     #[serde(with = "humantime_serde")]
@@ -282,7 +288,8 @@ impl Settings {
 
     /// Refuses values that would make the server misbehave.
     pub fn validate(&self) -> Result<(), SettingsError> {
-        let checks: [(bool, &'static str, &'static str); 12] = [
+        let checks: [(bool, &'static str, &'static str); 13] = [
+            (matches!(self.shutdown_close_code, 1001 | 1012), "shutdown-close-code", "must be 1001 or 1012"),
             (self.node_ttl >= Duration::from_millis(500), "node-ttl", "must be at least 500ms"),
             (!self.redis_timeout.is_zero(), "redis-timeout", "must be more than zero"),
             (

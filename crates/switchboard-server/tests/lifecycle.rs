@@ -41,7 +41,7 @@ async fn a_peer_that_does_not_answer_pings_is_dropped_and_its_room_told() {
 
 #[tokio::test]
 async fn sigterm_fails_readiness_closes_sockets_with_1001_and_exits_zero() {
-    let mut server = Server::start(&["--shutdown-delay", "700ms", "--shutdown-timeout", "5s"]);
+    let mut server = Server::start(&["--shutdown-delay", "2s", "--shutdown-timeout", "5s"]);
     let addr = server.addr;
     let mut peer = server.client().await;
     peer.join("r").await.unwrap();
@@ -68,6 +68,18 @@ async fn sigterm_fails_readiness_closes_sockets_with_1001_and_exits_zero() {
     let status = server.wait_exit(Duration::from_secs(10)).expect("the server exits");
     assert_eq!(status.code(), Some(0), "log:\n{}", server.logs());
     assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "the listener is closed");
+}
+
+#[tokio::test]
+async fn for_a_rolling_restart_sockets_are_told_1012_come_back() {
+    let mut server = Server::start(&["--shutdown-close-code", "1012"]);
+    let mut peer = server.client().await;
+    server.terminate();
+    match peer.recv().await {
+        Err(ClientError::Closed(Some(frame))) => assert_eq!(frame.code, CloseCode::Restart),
+        other => panic!("expected close 1012, got {other:?}"),
+    }
+    assert_eq!(server.wait_exit(Duration::from_secs(10)).expect("exits").code(), Some(0));
 }
 
 #[tokio::test]
