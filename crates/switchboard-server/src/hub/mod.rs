@@ -590,6 +590,72 @@ mod tests {
         assert_eq!(hub.relay(std::slice::from_ref(&r1), PeerId::random(), "{}".into()), Err(RelayError::UnknownTarget));
     }
 
+    fn record(node: PeerId, order: u64) -> String {
+        format!("{},\"o\":{order}}}", record_prefix(node, None, None))
+    }
+
+    fn joined_event(seq: u64, peer: PeerId, record: &str) -> String {
+        format!(r#"{{"k":"j","s":{seq},"p":"{peer}","d":{record}}}"#)
+    }
+
+    #[test]
+    fn with_a_broker_a_newcomer_hears_only_events_after_its_join_and_those_that_raced_it() {
+        let (here, there) = (PeerId::random(), PeerId::random());
+        let hub = Hub::new(1000, Arc::new(Metrics::install()), Some(here));
+        let room: Arc<str> = "r".into();
+        let (old, late, newcomer) = (PeerId::random(), PeerId::random(), PeerId::random());
+        let outbox = outbox();
+        hub.connect(newcomer, outbox.clone());
+        hub.prepare(&room);
+        // While Redis decides, the stream brings an event newer than the snapshot (seq 6)...
+        let racing = record(there, 6);
+        let event = joined_event(6, late, &racing);
+        hub.apply(&room, crate::cluster::wire::parse_room(event.as_bytes()).unwrap());
+        // ...and the join is admitted at seq 5, with a snapshot that predates `late`.
+        let listed = vec![Listed { id: old, node: there, user: None, meta: None }];
+        hub.admit(joiner(newcomer, &outbox, None), &room, None, 5, listed, None);
+        // An old event (seq 4) arriving late is not news to the newcomer.
+        let stale = joined_event(4, old, &record(there, 4));
+        hub.apply(&room, crate::cluster::wire::parse_room(stale.as_bytes()).unwrap());
+        match &drain(&outbox)[..] {
+            [ServerMessage::Joined { peers, .. }, ServerMessage::PeerJoined { id, .. }] => {
+                assert_eq!(peers.len(), 1);
+                assert_eq!(peers[0].id, old.as_str());
+                assert_eq!(id, late.as_str(), "the event that raced the join is replayed");
+            }
+            other => panic!("{other:?}"),
+        }
+        // Both remote peers are routable through their node.
+        let rooms = std::slice::from_ref(&room);
+        assert_eq!(hub.relay(rooms, late, "{}".into()), Ok(Route::Node(there)));
+        assert_eq!(hub.relay(rooms, old, "{}".into()), Ok(Route::Node(there)));
+    }
+
+    #[test]
+    fn with_a_broker_a_restored_peer_is_not_announced_twice_and_departures_wait_for_confirmation() {
+        let (here, there) = (PeerId::random(), PeerId::random());
+        let hub = Hub::new(1000, Arc::new(Metrics::install()), Some(here));
+        let room: Arc<str> = "r".into();
+        let (me, kept, gone) = (PeerId::random(), PeerId::random(), PeerId::random());
+        let outbox = outbox();
+        hub.connect(me, outbox.clone());
+        hub.prepare(&room);
+        let listed = |id| Listed { id, node: there, user: None, meta: None };
+        hub.admit(joiner(me, &outbox, None), &room, None, 3, vec![listed(kept), listed(gone)], None);
+        drain(&outbox);
+        // Redis came back empty: the resync finds neither; nothing is said yet.
+        let missing = hub.resync(&room, 0, Vec::new());
+        assert_eq!(missing.len(), 2);
+        assert!(outbox.take().unwrap().is_empty());
+        // `kept`'s node writes it back: a restored event, not news.
+        let restored = format!(r#"{{"k":"r","s":1,"p":"{kept}","d":{}}}"#, record(there, 1));
+        hub.apply(&room, crate::cluster::wire::parse_room(restored.as_bytes()).unwrap());
+        assert!(outbox.take().unwrap().is_empty());
+        // A TTL later, only `gone` is still missing: it left.
+        hub.forget(&room, &[gone]);
+        assert!(matches!(&drain(&outbox)[..], [ServerMessage::PeerLeft { id, .. }] if id == gone.as_str()));
+    }
+
     #[test]
     fn observers_see_a_consistent_snapshot_then_events() {
         let hub = hub();
