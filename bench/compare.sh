@@ -25,8 +25,11 @@
 #   BENCH_SCENARIOS ["idle echo relay relay-open fanout churn"]
 #   BENCH_RESULTS [target/bench-results/DATE]   where the JSON results and logs go
 #   BENCH_OUT [docs/benchmarks.md]  the report (the chart goes beside it, .svg)
+#   BENCH_REPORT_ONLY []            set to 1 with BENCH_RESULTS: only rewrite the report from
+#                                   those results (after editing bench/notes.md, say)
 #   BENCH_SWITCHBOARD []            a prebuilt `switchboard` binary to measure instead
 #                                   of building crates/switchboard-server from this tree
+#                                   (BENCH_SWITCHBOARD_DESC: how the report names it)
 #
 # Traffic stays on 127.0.0.1. The report's ratios come from this one run.
 set -euo pipefail
@@ -58,12 +61,23 @@ MATCHBOX=$TOOLS/bin/matchbox_server
 
 log() { printf '\n== %s\n' "$*" >&2; }
 
+if [[ -n ${BENCH_REPORT_ONLY:-} ]]; then
+  [[ -n ${BENCH_RESULTS:-} && -f $RESULTS/run.env ]] || { echo "BENCH_REPORT_ONLY needs BENCH_RESULTS=<a run's directory>" >&2; exit 2; }
+  cargo build --release --locked -p switchboard-bench
+  # The settings, date and command of the run that made the results.
+  # shellcheck disable=SC1091
+  source "$RESULTS/run.env"
+  "$BENCH" compare --results "$RESULTS" --out "$OUT" --svg "$SVG" --notes bench/notes.md \
+    --command "$RUN_COMMAND" "${RUN_SETTINGS[@]}"
+  exit 0
+fi
+
 # --- build and install ---------------------------------------------------------
 
 log "building release binaries"
 if [[ -n ${BENCH_SWITCHBOARD:-} ]]; then
   cargo build --release --locked -p switchboard-bench
-  measured="the prebuilt binary $BENCH_SWITCHBOARD ($("$SWITCHBOARD" --version))"
+  measured=${BENCH_SWITCHBOARD_DESC:-"the prebuilt binary $BENCH_SWITCHBOARD ($("$SWITCHBOARD" --version))"}
 else
   cargo build --release --locked -p switchboard-server -p switchboard-bench
   measured="commit $(git rev-parse --short HEAD)"
@@ -87,6 +101,7 @@ fi
 
 mkdir -p "$RESULTS"
 log "results in $RESULTS"
+started_at=$(date -u '+%Y-%m-%d %H:%M UTC')
 
 # --- servers -------------------------------------------------------------------
 
@@ -206,7 +221,7 @@ run_one() {
     url=ws://127.0.0.1:9
   fi
   local pid_args=()
-  [[ $scenario == idle && -n $SERVER_PID ]] && pid_args=(--server-pid "$SERVER_PID")
+  [[ -n $SERVER_PID ]] && pid_args=(--server-pid "$SERVER_PID")
   local bench_scenario=$scenario
   [[ $scenario == relay-open ]] && bench_scenario=relay
   status=0
@@ -274,10 +289,13 @@ done
 # --- the report -----------------------------------------------------------------
 
 command="bench/compare.sh"
-overrides=$(env | grep '^BENCH_' | grep -v '^BENCH_RESULTS=' | sort | tr '\n' ' ' || true)
-[[ -n $overrides ]] && command="$overrides$command"
+overrides=
+while IFS= read -r line; do
+  [[ -n $line ]] && overrides+="${line%%=*}=$(printf '%q' "${line#*=}") "
+done < <(env | grep '^BENCH_' | grep -v '^BENCH_RESULTS=\|^BENCH_OUT=\|^BENCH_REPORT_ONLY=' | sort || true)
+command="$overrides$command"
 settings=(
-  --setting "date=$(date -u '+%Y-%m-%d %H:%M UTC')"
+  --setting "date=$started_at"
   --setting "switchboard=$measured"
   --setting "BENCH_DURATION=$DURATION"
   --setting "BENCH_IDLE_CONNECTIONS=$IDLE_CONNECTIONS"
@@ -290,6 +308,12 @@ settings=(
   --setting "BENCH_FANOUT_ROOMS=$FANOUT_ROOMS"
   --setting "BENCH_CHURN_CONCURRENCY=$CHURN_CONCURRENCY"
 )
+{
+  printf 'RUN_COMMAND=%q\n' "$command"
+  printf 'RUN_SETTINGS=('
+  printf '%q ' "${settings[@]}"
+  printf ')\n'
+} >"$RESULTS/run.env"
 log "writing $OUT"
 "$BENCH" compare --results "$RESULTS" --out "$OUT" --svg "$SVG" --notes bench/notes.md \
   --command "$command" "${settings[@]}"

@@ -173,6 +173,14 @@ pub struct Common {
     /// Runtime worker threads (0: one per CPU core).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
+
+    /// The server's process id (on this machine): reports the CPU time it used
+    /// per operation over the measured phase (from /proc/PID/stat), and for
+    /// idle its resident memory (VmRSS) before and after. For idle, use a freshly
+    /// started server: memory an earlier run freed is reused and hides part of
+    /// the cost.
+    #[arg(long)]
+    pub server_pid: Option<u32>,
 }
 
 /// `idle`
@@ -188,12 +196,6 @@ pub struct IdleArgs {
     /// Rooms to spread them over (N/R per room; default N/10).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub rooms: Option<u64>,
-
-    /// The server's process id, to read its resident memory (VmRSS) from /proc
-    /// before and after. Use a freshly started server: memory an earlier run
-    /// freed is reused and hides part of the cost.
-    #[arg(long)]
-    pub server_pid: Option<u32>,
 }
 
 /// `echo`

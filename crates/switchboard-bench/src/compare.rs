@@ -62,6 +62,11 @@ impl Cell {
         self.report().and_then(|r| r["latency_us"][percentile].as_u64())
     }
 
+    /// The server's CPU time (user + system) per operation, in microseconds.
+    fn cpu_per_op(&self) -> Option<f64> {
+        self.report().and_then(|r| r["results"]["server_cpu_us_per_op"].as_f64())
+    }
+
     fn rss_per_connection(&self) -> Option<f64> {
         self.report().and_then(|r| r["results"]["server_rss_per_connection_kib"].as_f64())
     }
@@ -193,6 +198,12 @@ fn verdicts(r: &Results) -> Vec<Verdict> {
     let at_least = |value: Option<f64>, bound: f64| value.map(|v| v >= bound);
     let times = |a: Option<f64>, b: Option<f64>| a.zip(b).filter(|(_, b)| *b > 0.0).map(|(a, b)| a / b);
     let fmt_times = |v: Option<f64>| v.map_or("–".into(), |v| format!("{v:.2}×"));
+    // The same comparison by server CPU per operation: how many times more CPU the
+    // peer spends per operation than Switchboard.
+    let cpu_times = |scenario: &str, peer: &str| {
+        let (sb, other) = (r.get(scenario, "switchboard").cpu_per_op(), r.get(scenario, peer).cpu_per_op());
+        times(other, sb).map_or(String::new(), |v| format!(" (server CPU per operation: {v:.2}×)"))
+    };
     let mut out = Vec::new();
 
     let rss = sb("idle").rss_per_connection();
@@ -206,13 +217,17 @@ fn verdicts(r: &Results) -> Vec<Verdict> {
     let vs_seed = times(tp("echo", "switchboard"), tp("echo", "seed"));
     out.push(Verdict {
         target: "echo round trips/s ≥ 4× the seed Node server".into(),
-        measured: fmt_times(vs_seed),
+        measured: format!("{}{}", fmt_times(vs_seed), cpu_times("echo", "seed")),
         met: at_least(vs_seed, 4.0),
     });
     let vs_bare = times(tp("echo", "switchboard"), tp("echo", "bare"));
     out.push(Verdict {
         target: "echo round trips/s ≥ 90% of the bare-library echo".into(),
-        measured: vs_bare.map_or("–".into(), |v| format!("{:.0}%", v * 100.0)),
+        measured: format!(
+            "{}{}",
+            vs_bare.map_or("–".into(), |v| format!("{:.0}%", v * 100.0)),
+            cpu_times("echo", "bare")
+        ),
         met: at_least(vs_bare, 0.9),
     });
 
@@ -224,7 +239,7 @@ fn verdicts(r: &Results) -> Vec<Verdict> {
         let v = times(tp("relay", "switchboard"), tp("relay", peer));
         out.push(Verdict {
             target: format!("relay msgs/s ≥ {bound:.0}× {name}"),
-            measured: fmt_times(v),
+            measured: format!("{}{}", fmt_times(v), cpu_times("relay", peer)),
             met: at_least(v, bound),
         });
     }
@@ -309,7 +324,10 @@ fn render(r: &Results, args: &CompareArgs, svg_name: &str, notes: Option<&str>) 
         md,
         "In every table, **Switchboard ÷ this** is Switchboard's throughput divided by the row's: above 1× \
          Switchboard is faster. Latency is measured by the load generator, from the moment a message was due to \
-         the moment it arrived.\n"
+         the moment it arrived. **Server CPU per op** is the CPU time (user + system, from /proc/PID/stat) the \
+         server process used over the measured phase divided by the operations completed: it depends much less \
+         on what else the two cores were doing than throughput does, and **this ÷ Switchboard (CPU)** above 1× \
+         means the row's server spends more CPU per operation than Switchboard.\n"
     );
     for (scenario, title) in SCENARIOS {
         let _ = writeln!(md, "### {title}\n");
@@ -317,8 +335,11 @@ fn render(r: &Results, args: &CompareArgs, svg_name: &str, notes: Option<&str>) 
             let _ = writeln!(md, "{}\n", describe(scenario, report));
         }
         let sb = r.get(scenario, "switchboard").throughput();
-        let mut header = "| target | throughput | p50 | p99 | p99.9 | Switchboard ÷ this |".to_owned();
-        let mut rule = "|---|--:|--:|--:|--:|--:|".to_owned();
+        let sb_cpu = r.get(scenario, "switchboard").cpu_per_op();
+        let mut header =
+            "| target | throughput | p50 | p99 | p99.9 | Switchboard ÷ this | server CPU per op | this ÷ Switchboard (CPU) |"
+                .to_owned();
+        let mut rule = "|---|--:|--:|--:|--:|--:|--:|--:|".to_owned();
         match scenario {
             "idle" => {
                 header.push_str(" server RSS per connection |");
@@ -349,6 +370,13 @@ fn render(r: &Results, args: &CompareArgs, svg_name: &str, notes: Option<&str>) 
                         opt_micros(cell.latency("p99")),
                         opt_micros(cell.latency("p999")),
                         if target == "switchboard" { "1×".into() } else { ratio(sb, cell.throughput()) },
+                    );
+                    let cpu = cell.cpu_per_op();
+                    let _ = write!(
+                        row,
+                        " {} | {} |",
+                        cpu.map_or("–".into(), |us| format!("{us:.1} µs")),
+                        if target == "switchboard" { "1×".into() } else { ratio(cpu, sb_cpu) }
                     );
                     match scenario {
                         "idle" => {
@@ -401,7 +429,7 @@ fn na_row(name: &str, scenario: &str, text: &str) -> String {
         "relay-open" => 2,
         _ => 0,
     };
-    format!("| {name} | {text} |{} |", " |".repeat(4 + extra))
+    format!("| {name} | {text} |{} |", " |".repeat(6 + extra))
 }
 
 /// One line on what a scenario's runs did, from the first report's params.

@@ -24,6 +24,7 @@ pub async fn run<P: Protocol>(protocol: &P, args: &ChurnArgs, ctx: &Arc<Ctx>) ->
     let started = Instant::now();
     let end = started + common.duration;
     let sampler = Sampler::start(ctx.done.clone(), Sampler::interval_for(common.duration));
+    ctx.cpu_mark_start();
     let workers: Vec<_> = (0..args.concurrency)
         .map(|worker| {
             let (protocol, ctx, ids, unclean) = (protocol.clone(), ctx.clone(), ids.clone(), unclean.clone());
@@ -58,6 +59,7 @@ pub async fn run<P: Protocol>(protocol: &P, args: &ChurnArgs, ctx: &Arc<Ctx>) ->
     }
     let measured = started.elapsed();
     let series = sampler.finish().await;
+    ctx.cpu_mark_end();
 
     let leave = protocol.features().leave;
     let mut outcome = Outcome::new("churn", ctx, ctx.done.get(), measured, "cycles/s")

@@ -32,6 +32,7 @@ pub async fn run<P: Protocol>(protocol: &P, args: &EchoArgs, ctx: &Arc<Ctx>) -> 
     let started = Instant::now();
     let end = started + common.duration;
     let sampler = Sampler::start(ctx.done.clone(), Sampler::interval_for(common.duration));
+    ctx.cpu_mark_start();
     let tasks: Vec<_> = clients
         .into_iter()
         .enumerate()
@@ -45,6 +46,7 @@ pub async fn run<P: Protocol>(protocol: &P, args: &EchoArgs, ctx: &Arc<Ctx>) -> 
     }
     let measured = started.elapsed();
     let series = sampler.finish().await;
+    ctx.cpu_mark_end();
     close_all(connections).await;
 
     let mut outcome = Outcome::new("echo", ctx, ctx.done.get(), measured, "round trips/s")

@@ -151,6 +151,7 @@ pub async fn run<P: Protocol>(protocol: &P, args: &FanoutArgs, ctx: &Arc<Ctx>) -
     tokio::time::sleep_until(start.into()).await;
     let started = Instant::now();
     let sampler = Sampler::start(ctx.done.clone(), Sampler::interval_for(common.duration));
+    ctx.cpu_mark_start();
     let mut sender_rxs = Vec::with_capacity(rooms as usize);
     let mut tasks = Vec::with_capacity(rooms as usize);
     for ((tx, rx, id), plan) in sender_halves.into_iter().zip(plans) {
@@ -166,6 +167,7 @@ pub async fn run<P: Protocol>(protocol: &P, args: &FanoutArgs, ctx: &Arc<Ctx>) -
     let drained = drain(&ctx.done, expected, common.drain_timeout).await;
     let measured = started.elapsed();
     let series = sampler.finish().await;
+    ctx.cpu_mark_end();
     let _ = stop_tx.send(true);
 
     let mut connections = Vec::with_capacity((rooms * args.room_size) as usize);

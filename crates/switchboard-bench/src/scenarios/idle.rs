@@ -35,7 +35,7 @@ pub async fn run<P: Protocol>(protocol: &P, args: &IdleArgs, ctx: &Arc<Ctx>) -> 
     let common = &ctx.common;
     let n = args.connections;
     let rooms = args.rooms.unwrap_or(n / 10).clamp(1, n);
-    let rss_before = args.server_pid.map(rss_kib).transpose()?;
+    let rss_before = common.server_pid.map(rss_kib).transpose()?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let room_of: Arc<Mutex<HashMap<PeerId, u64>>> = Arc::default();
     let features = protocol.features();
@@ -46,6 +46,7 @@ pub async fn run<P: Protocol>(protocol: &P, args: &IdleArgs, ctx: &Arc<Ctx>) -> 
     let bar = progress_bar(n, "connecting");
     let started = Instant::now();
     let sampler = Sampler::start(ctx.done.clone(), Sampler::interval_for(common.duration));
+    ctx.cpu_mark_start();
     let connections = ramp(n, common.ramp_concurrency, |i| {
         let (bar, room_of, stop_rx) = (bar.clone(), room_of.clone(), stop_rx.clone());
         async move {
@@ -70,9 +71,10 @@ pub async fn run<P: Protocol>(protocol: &P, args: &IdleArgs, ctx: &Arc<Ctx>) -> 
     .await?;
     bar.finish_and_clear();
     let ramped = started.elapsed();
+    ctx.cpu_mark_end();
 
     tokio::time::sleep(common.duration).await;
-    let rss_after = args.server_pid.map(rss_kib).transpose()?;
+    let rss_after = common.server_pid.map(rss_kib).transpose()?;
     let series = sampler.finish().await;
     let _ = stop_tx.send(true);
     let mut received = 0;

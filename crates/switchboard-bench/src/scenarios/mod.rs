@@ -79,6 +79,7 @@ async fn run_with<P: Protocol>(protocol: P, scenario: &Scenario) -> Result<Repor
         Scenario::Fanout(args) => fanout::run(&protocol, args, &ctx).await?,
         Scenario::Churn(args) => churn::run(&protocol, args, &ctx).await?,
     };
+    let outcome = outcome.server_cpu(&ctx);
     Ok(Report::new(outcome, ctx.check.summary(), &ctx.common))
 }
 
@@ -93,6 +94,28 @@ pub struct Ctx {
     pub service: Latencies,
     /// Completed operations: deliveries, round trips, cycles, connections.
     pub done: Arc<Counter>,
+    /// The server's CPU time at the start and end of the measured phase.
+    cpu: std::sync::Mutex<(Option<CpuTimes>, Option<CpuTimes>)>,
+}
+
+/// A process's CPU time so far, in seconds.
+#[derive(Debug, Clone, Copy)]
+pub struct CpuTimes {
+    pub user: f64,
+    pub system: f64,
+}
+
+impl CpuTimes {
+    /// From /proc/PID/stat (fields 14 and 15, in clock ticks of 1/100 s on Linux).
+    pub fn of(pid: u32) -> Option<CpuTimes> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // The command name (field 2) may hold spaces; fields after it are plain.
+        let rest = &stat[stat.rfind(')')? + 2..];
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok());
+        // `rest` starts at field 3, so field n is at index n - 3.
+        Some(CpuTimes { user: ticks(11)? / 100.0, system: ticks(12)? / 100.0 })
+    }
 }
 
 impl Ctx {
@@ -104,6 +127,29 @@ impl Ctx {
             latencies: Latencies::default(),
             service: Latencies::default(),
             done: Arc::new(Counter::default()),
+            cpu: std::sync::Mutex::new((None, None)),
+        }
+    }
+
+    /// Notes the server's CPU time as the measured phase starts.
+    pub fn cpu_mark_start(&self) {
+        if let Some(pid) = self.common.server_pid {
+            self.cpu.lock().unwrap_or_else(|e| e.into_inner()).0 = CpuTimes::of(pid);
+        }
+    }
+
+    /// Notes the server's CPU time as the measured phase ends.
+    pub fn cpu_mark_end(&self) {
+        if let Some(pid) = self.common.server_pid {
+            self.cpu.lock().unwrap_or_else(|e| e.into_inner()).1 = CpuTimes::of(pid);
+        }
+    }
+
+    /// The server's CPU time over the measured phase: (user, system) seconds.
+    fn cpu_used(&self) -> Option<(f64, f64)> {
+        match *self.cpu.lock().unwrap_or_else(|e| e.into_inner()) {
+            (Some(start), Some(end)) => Some((end.user - start.user, end.system - start.system)),
+            _ => None,
         }
     }
 }
@@ -147,6 +193,20 @@ impl Outcome {
             extra: Map::new(),
             notes: Vec::new(),
         }
+    }
+
+    /// Adds the server's CPU time per operation, if it was measured.
+    fn server_cpu(mut self, ctx: &Ctx) -> Outcome {
+        if let Some((user, system)) = ctx.cpu_used() {
+            let round = |v: f64| (v * 1000.0).round() / 1000.0;
+            self.extra.insert("server_cpu_user_s".into(), round(user).into());
+            self.extra.insert("server_cpu_system_s".into(), round(system).into());
+            if self.operations > 0 {
+                let per_op = (user + system) * 1e6 / self.operations as f64;
+                self.extra.insert("server_cpu_us_per_op".into(), ((per_op * 100.0).round() / 100.0).into());
+            }
+        }
+        self
     }
 
     fn param(mut self, name: &str, value: impl Into<Value>) -> Outcome {

@@ -107,6 +107,7 @@ pub async fn run<P: Protocol>(protocol: &P, args: &RelayArgs, ctx: &Arc<Ctx>) ->
     tokio::time::sleep_until(start.into()).await;
     let started = Instant::now();
     let sampler = Sampler::start(ctx.done.clone(), Sampler::interval_for(common.duration));
+    ctx.cpu_mark_start();
     let senders: Vec<_> = plans
         .into_iter()
         .zip(&sending)
@@ -120,6 +121,7 @@ pub async fn run<P: Protocol>(protocol: &P, args: &RelayArgs, ctx: &Arc<Ctx>) ->
     let drained = drain(&ctx.done, expected, common.drain_timeout).await;
     let measured = started.elapsed();
     let series = sampler.finish().await;
+    ctx.cpu_mark_end();
     let _ = stop_tx.send(true);
     let mut rxs = Vec::with_capacity(receivers.len());
     let mut trackers = Vec::with_capacity(receivers.len());
