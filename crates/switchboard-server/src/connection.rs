@@ -306,7 +306,13 @@ pub async fn drive(
     }
     debug!(?ending, "connection ended");
     if let Some(frame) = ending.close_frame(&timings) {
-        close(socket, frame).await;
+        // A slow consumer reaches its close frame only after reading what is
+        // already buffered for it: give that as long as any write may take.
+        let patience = match ending {
+            Ending::SlowConsumer => timings.write_timeout.max(CLOSE_GRACE),
+            _ => CLOSE_GRACE,
+        };
+        close(socket, frame, patience).await;
     } else if ending == Ending::ClientClosed {
         // tungstenite queued the echo of the client's close frame when it read
         // it; flushing sends it, completing the handshake the client waits for.
@@ -347,8 +353,8 @@ async fn write_queued(socket: &mut WebSocket, outbox: &Outbox, write_timeout: Du
     }
 }
 
-/// Sends a close frame and waits briefly for the client's answer.
-async fn close(mut socket: WebSocket, frame: CloseFrame) {
+/// Sends a close frame and waits for the client's answer, for `patience` in all.
+async fn close(mut socket: WebSocket, frame: CloseFrame, patience: Duration) {
     let handshake = async {
         if socket.send(Message::Close(Some(frame))).await.is_err() {
             return;
@@ -359,7 +365,7 @@ async fn close(mut socket: WebSocket, frame: CloseFrame) {
             }
         }
     };
-    let _ = timeout(CLOSE_GRACE, handshake).await;
+    let _ = timeout(patience, handshake).await;
 }
 
 fn classify(err: axum::Error) -> Ending {
