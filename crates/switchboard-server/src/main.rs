@@ -8,6 +8,13 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use switchboard_server::auth::{self, Claims};
 use switchboard_server::{serve, shutdown_signal, telemetry, Settings};
 
+/// jemalloc returns memory freed after a load peak to the system (with a
+/// background thread, over seconds); glibc malloc kept about 70 MiB after the
+/// 5,000-peer soak had ended (see docs/soak.md).
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Switchboard: WebRTC signaling, WebSocket echo and broadcast, and Server-Sent Events.
 #[derive(Parser)]
 #[command(name = "switchboard", version, about, propagate_version = true)]
