@@ -15,6 +15,14 @@ use switchboard_server::{serve, shutdown_signal, telemetry, Settings};
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+/// jemalloc's options, read before `main`: a background thread purges pages
+/// unused for a second (the default waits ten).
+#[cfg(not(target_env = "msvc"))]
+#[allow(non_upper_case_globals)]
+#[export_name = "_rjem_malloc_conf"]
+pub static malloc_conf: Option<&'static u8> =
+    Some(&b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:1000\0"[0]);
+
 /// Switchboard: WebRTC signaling, WebSocket echo and broadcast, and Server-Sent Events.
 #[derive(Parser)]
 #[command(name = "switchboard", version, about, propagate_version = true)]
