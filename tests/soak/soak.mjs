@@ -771,15 +771,23 @@ async function main() {
   marks.push([(Date.now() - T0) / 1000, 'all closed']);
   log('all clients gone; waiting for the server to settle');
 
-  // Settle: fds and tasks back to the baseline exactly, no peers, no connections.
+  // Settle: fds and tasks back to the baseline exactly, no peers, no connections,
+  // and memory handed back (the allocator returns freed pages within seconds).
   let final;
   const settleDeadline = Date.now() + opts.settleTimeoutMs;
+  const peakRss = samples.reduce((max, s) => Math.max(max, s.rssMiB), 0);
+  const rssLimit =
+    baseline.rssMiB + Math.max(opts.rssToleranceMiB, ((peakRss - baseline.rssMiB) * opts.rssTolerancePct) / 100);
   for (;;) {
     if (server.exited) break;
     final = await sample(server);
     samples.push(final);
     const settled =
-      final.fds === baseline.fds && final.tasks === baseline.tasks && final.peers === 0 && final.connections === 0;
+      final.fds === baseline.fds &&
+      final.tasks === baseline.tasks &&
+      final.peers === 0 &&
+      final.connections === 0 &&
+      final.rssMiB <= rssLimit;
     if (settled || Date.now() > settleDeadline) break;
     await sleep(1000);
   }
