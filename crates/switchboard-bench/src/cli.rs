@@ -138,6 +138,8 @@ pub enum Adapter {
 #[derive(Debug, Clone, Args)]
 pub struct Common {
     /// The server's base URL; the scenario appends /ws or /ws/echo. Loopback only.
+    /// For Switchboard, several comma-separated URLs are nodes of one cluster,
+    /// connected to in turn.
     #[arg(long, default_value = "ws://127.0.0.1:8080")]
     pub url: String,
 

@@ -28,7 +28,11 @@ const WELCOME_TIMEOUT: Duration = Duration::from_secs(10);
 /// A Switchboard server, or (with `bare`) the bare-library echo server.
 #[derive(Debug, Clone)]
 pub struct Switchboard {
-    target: Target,
+    /// One node, or several nodes sharing rooms over Redis: connections go to
+    /// them in turn, so with `--ramp-concurrency 1` the two peers of a relay
+    /// pair always land on different nodes.
+    targets: Vec<Target>,
+    next: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     read_buffer: usize,
     bare: bool,
 }
@@ -38,12 +42,23 @@ impl Switchboard {
     /// `read_buffer` bytes per connection (tungstenite's default, 128 KiB, is
     /// zero-filled up front: 2 GB of client memory at 15,000 connections).
     pub fn new(target: Target, read_buffer: usize) -> Switchboard {
-        Switchboard { target, read_buffer, bare: false }
+        Switchboard::nodes(vec![target], read_buffer)
+    }
+
+    /// Several nodes of one cluster, used in turn.
+    pub fn nodes(targets: Vec<Target>, read_buffer: usize) -> Switchboard {
+        Switchboard { targets, next: Default::default(), read_buffer, bare: false }
     }
 
     /// The bare echo server: only `/ws/echo` (any path, in fact).
     pub fn bare(target: Target, read_buffer: usize) -> Switchboard {
-        Switchboard { target, read_buffer, bare: true }
+        Switchboard { bare: true, ..Switchboard::new(target, read_buffer) }
+    }
+
+    /// The node the next connection goes to.
+    fn target(&self) -> &Target {
+        let turn = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        &self.targets[turn % self.targets.len()]
     }
 }
 
@@ -61,7 +76,7 @@ impl Protocol for Switchboard {
     }
 
     async fn connect(&self) -> Result<Connection<Self>> {
-        let (tx, mut rx) = ws::open(&self.target, "/ws", self.read_buffer, SwitchboardEncode, decode).await?;
+        let (tx, mut rx) = ws::open(self.target(), "/ws", self.read_buffer, SwitchboardEncode, decode).await?;
         let first = tokio::time::timeout(WELCOME_TIMEOUT, super::Rx::next(&mut rx))
             .await
             .map_err(|_| anyhow!("no `welcome` within {WELCOME_TIMEOUT:?} of connecting"))??;
@@ -77,7 +92,8 @@ impl Protocol for Switchboard {
     }
 
     async fn connect_echo(&self) -> Result<Connection<Self>> {
-        let (tx, rx) = ws::open(&self.target, "/ws/echo", self.read_buffer, SwitchboardEncode, ws::decode_echo).await?;
+        let (tx, rx) =
+            ws::open(self.target(), "/ws/echo", self.read_buffer, SwitchboardEncode, ws::decode_echo).await?;
         Ok(Connection { id: String::new(), tx, rx })
     }
 }

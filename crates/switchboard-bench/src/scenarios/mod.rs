@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rand::rngs::SmallRng;
@@ -45,10 +45,18 @@ const CLOSE_CONCURRENCY: usize = 256;
 /// Runs the scenario on the command line against the server it names.
 pub async fn run(scenario: &Scenario) -> Result<Report> {
     let common = scenario.common();
-    let target = Target::parse(&common.url)?;
+    // Several comma-separated URLs: nodes of one Switchboard cluster.
+    let mut targets = common.url.split(',').map(Target::parse).collect::<Result<Vec<_>>>()?;
+    if targets.len() > 1 && common.adapter != Adapter::Switchboard {
+        bail!("several --url values are for Switchboard nodes sharing rooms over Redis");
+    }
+    let target = targets.remove(0);
     let read_buffer = scenario.read_buffer();
     match common.adapter {
-        Adapter::Switchboard => run_with(Switchboard::new(target, read_buffer), scenario).await,
+        Adapter::Switchboard => {
+            targets.insert(0, target);
+            run_with(Switchboard::nodes(targets, read_buffer), scenario).await
+        }
         Adapter::Bare => run_with(Switchboard::bare(target, read_buffer), scenario).await,
         Adapter::Seed => run_with(Seed::new(target, read_buffer), scenario).await,
         Adapter::Matchbox => run_with(Matchbox::new(target, read_buffer), scenario).await,
