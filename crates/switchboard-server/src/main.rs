@@ -11,13 +11,13 @@ use switchboard_server::{serve, shutdown_signal, telemetry, Settings};
 /// jemalloc returns memory freed after a load peak to the system (with a
 /// background thread, over seconds); glibc malloc kept about 70 MiB after the
 /// 5,000-peer soak had ended (see docs/soak.md).
-#[cfg(not(target_env = "msvc"))]
+#[cfg(all(feature = "jemalloc", not(target_env = "msvc")))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// jemalloc's options, read before `main`: a background thread purges pages
 /// unused for a second (the default waits ten).
-#[cfg(not(target_env = "msvc"))]
+#[cfg(all(feature = "jemalloc", not(target_env = "msvc")))]
 #[allow(non_upper_case_globals)]
 #[export_name = "_rjem_malloc_conf"]
 pub static malloc_conf: Option<&'static u8> =
