@@ -67,6 +67,19 @@ impl BodyStamp {
     }
 }
 
+/// `{"type":KIND,"target":TO,<body>}`: a relay frame in the seeds' shape, which
+/// Switchboard shares.
+pub fn typed_relay(kind: &str, to: &str, message: &Outgoing) -> String {
+    let mut frame = String::with_capacity(message.size + 64);
+    frame.push_str(r#"{"type":""#);
+    frame.push_str(kind);
+    frame.push_str(r#"","target":"#);
+    frame.push_str(&json_string(to));
+    frame.push(',');
+    push_body(&mut frame, message, "}");
+    frame
+}
+
 /// `text` as a JSON string literal.
 pub fn json_string(text: &str) -> String {
     serde_json::to_string(text).expect("a string always serialises")

@@ -16,7 +16,7 @@ use anyhow::{anyhow, bail, Result};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::body::{json_string, push_body, push_broadcast_body, random_id, truncate};
+use super::body::{json_string, push_broadcast_body, random_id, truncate, typed_relay};
 use super::ws::{self, Encode, WsRx, WsTx};
 use super::{BodyKind, Connection, Event, Features, Outgoing, Protocol, Purpose, Stamp, Target, Unsupported};
 
@@ -99,14 +99,7 @@ impl Encode for SeedEncode {
             BodyKind::Sdp | BodyKind::Signal => "sdp",
             BodyKind::Candidate => "ice-candidate",
         };
-        let mut frame = String::with_capacity(message.size + 64);
-        frame.push_str(r#"{"type":""#);
-        frame.push_str(kind);
-        frame.push_str(r#"","target":"#);
-        frame.push_str(&json_string(to));
-        frame.push(',');
-        push_body(&mut frame, message, "}");
-        Ok(frame)
+        Ok(typed_relay(kind, to, message))
     }
 
     fn broadcast(&self, _room: &str, message: &Outgoing) -> Result<String> {

@@ -18,7 +18,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use switchboard_protocol::relay::RelayKind;
 
-use super::body::{json_string, push_body, push_broadcast_body, truncate, BodyStamp};
+use super::body::{json_string, push_broadcast_body, truncate, typed_relay, BodyStamp};
 use super::ws::{self, Encode, WsRx, WsTx};
 use super::{BodyKind, Connection, Event, Features, Outgoing, Protocol, Stamp, Target};
 
@@ -116,14 +116,7 @@ impl Encode for SwitchboardEncode {
             BodyKind::Signal => "signal",
             BodyKind::Candidate => "candidate",
         };
-        let mut frame = String::with_capacity(message.size + 64);
-        frame.push_str(r#"{"type":""#);
-        frame.push_str(kind);
-        frame.push_str(r#"","target":"#);
-        frame.push_str(&json_string(to));
-        frame.push(',');
-        push_body(&mut frame, message, "}");
-        Ok(frame)
+        Ok(typed_relay(kind, to, message))
     }
 
     fn broadcast(&self, room: &str, message: &Outgoing) -> Result<String> {

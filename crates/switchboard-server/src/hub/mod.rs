@@ -388,8 +388,8 @@ impl Hub {
             };
             match room.members.get(&target).map(|m| &m.location) {
                 Some(Location::Local(outbox)) => {
+                    // Counted by type by the caller, which knows it.
                     outbox.push(Message::Text(frame)).map_err(|_| RelayError::DeliveryFailed)?;
-                    self.metrics.messages_out("relay", 1);
                     return Ok(Route::Delivered);
                 }
                 Some(Location::Remote(node)) => return Ok(Route::Node(*node)),
