@@ -95,6 +95,11 @@ impl Admitted {
     pub fn require_identity(&self) -> Result<&Identity, Refusal> {
         self.identity.as_ref().ok_or(Refusal::Unauthorized)
     }
+
+    /// Just the connection's place under the caps, to hold for its life.
+    pub fn into_slot(self) -> ConnectionSlot {
+        self._slot
+    }
 }
 
 #[derive(Deserialize)]

@@ -2,8 +2,6 @@
 
 use std::sync::Arc;
 
-use axum::extract::ws::WebSocketUpgrade;
-
 use crate::admission::{ConnectionLimits, OriginPolicy};
 use crate::auth::{AuthConfigError, Authenticator};
 use crate::channels::Channels;
@@ -17,14 +15,6 @@ use crate::rate_limit::RateLimits;
 use crate::resume::Sessions;
 use crate::settings::Settings;
 use crate::telemetry::metrics::Metrics;
-
-/// tungstenite reads this much at a time. Its buffer is allocated per
-/// connection, so it is kept small: untuned, it is 128 KiB per idle socket.
-const READ_BUFFER_SIZE: usize = 4 * 1024;
-
-/// Bytes of frames tungstenite gathers before writing them to the socket; a
-/// flush after each batch from the outbox sends whatever is left.
-const WRITE_BUFFER_SIZE: usize = 64 * 1024;
 
 /// One server's shared state.
 pub struct App {
@@ -102,18 +92,5 @@ impl App {
     /// Fresh rate limiters for one connection whose largest accepted frame is `largest_frame`.
     pub fn rate_limits(&self, largest_frame: usize) -> RateLimits {
         RateLimits::new(self.settings.rate_limit_messages, self.settings.rate_limit_bytes, largest_frame)
-    }
-
-    /// Applies the memory-conscious WebSocket configuration, with `hard_limit`
-    /// as the largest frame or message the library will buffer.
-    pub fn configure(&self, upgrade: WebSocketUpgrade, hard_limit: usize) -> WebSocketUpgrade {
-        upgrade
-            .read_buffer_size(READ_BUFFER_SIZE)
-            // Frames queued together leave in one write (one syscall per batch,
-            // not per frame: 4x the relay throughput). Only a busy connection
-            // grows this buffer; an idle one never touches it.
-            .write_buffer_size(WRITE_BUFFER_SIZE)
-            .max_message_size(hard_limit)
-            .max_frame_size(hard_limit)
     }
 }

@@ -63,10 +63,18 @@ pub struct Identity {
     capacity: Option<u32>,
 }
 
+/// The identity of every peer without a token.
+pub static ANONYMOUS: Identity = Identity { user: None, rooms: None, capacity: None };
+
 impl Identity {
     /// An anonymous identity, allowed in every room.
     pub fn anonymous() -> Identity {
         Identity::default()
+    }
+
+    /// Whether this is [`ANONYMOUS`]: no user, no limits.
+    pub fn is_anonymous(&self) -> bool {
+        self.user.is_none() && self.rooms.is_none() && self.capacity.is_none()
     }
 
     /// The capacity a room created by this identity gets, given what the client

@@ -15,17 +15,18 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::{close_code, CloseFrame, Message, Utf8Bytes, WebSocket};
+use axum::extract::ws::{close_code, CloseFrame, Message, Utf8Bytes};
 use bytes::Bytes;
-use futures_util::SinkExt;
 use tokio::time::{sleep_until, timeout, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
+use crate::admission::ConnectionSlot;
 use crate::app::App;
 use crate::outbox::Outbox;
 use crate::rate_limit::{Limit, RateLimits};
 use crate::telemetry::metrics::{Endpoint, Metrics};
+use crate::websocket::{Error, FrameError, Socket};
 
 /// Work a handler must finish before the connection reads its next frame.
 pub type Pending<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
@@ -149,8 +150,8 @@ impl Ending {
 }
 
 /// Tracks when the client was last heard from and when the next ping is due.
+/// The timings are passed in, not kept: every idle connection would hold a copy.
 struct Keepalive {
-    timings: Timings,
     last_heard: Instant,
     ping_sent: Option<Instant>,
 }
@@ -162,8 +163,8 @@ enum KeepaliveAction {
 }
 
 impl Keepalive {
-    fn new(timings: Timings) -> Keepalive {
-        Keepalive { timings, last_heard: Instant::now(), ping_sent: None }
+    fn new() -> Keepalive {
+        Keepalive { last_heard: Instant::now(), ping_sent: None }
     }
 
     fn heard(&mut self) {
@@ -173,19 +174,19 @@ impl Keepalive {
 
     /// When the timer should next fire. Moves only when the timer fires, so an
     /// active connection does not reset a timer per message.
-    fn deadline(&self) -> Instant {
+    fn deadline(&self, timings: &Timings) -> Instant {
         match self.ping_sent {
-            Some(sent) => sent + self.timings.ping_timeout,
-            None => self.last_heard + self.timings.ping_interval,
+            Some(sent) => sent + timings.ping_timeout,
+            None => self.last_heard + timings.ping_interval,
         }
     }
 
-    fn on_timer(&mut self) -> KeepaliveAction {
+    fn on_timer(&mut self, timings: &Timings) -> KeepaliveAction {
         let now = Instant::now();
         match self.ping_sent {
-            Some(sent) if now >= sent + self.timings.ping_timeout => KeepaliveAction::Dead,
+            Some(sent) if now >= sent + timings.ping_timeout => KeepaliveAction::Dead,
             Some(_) => KeepaliveAction::Wait,
-            None if now >= self.last_heard + self.timings.ping_interval => {
+            None if now >= self.last_heard + timings.ping_interval => {
                 self.ping_sent = Some(now);
                 KeepaliveAction::Ping
             }
@@ -194,105 +195,99 @@ impl Keepalive {
     }
 }
 
-/// Runs one connection of `endpoint` to its end: counted in the connections
-/// gauge, and tracked so that shutdown waits for it. Cancelling `takeover`
-/// (for a session another connection resumes) ends it with close 4001.
-pub async fn run(
-    app: &App,
-    endpoint: Endpoint,
-    socket: WebSocket,
-    outbox: Arc<Outbox>,
-    handler: impl Handler,
-    largest_frame: usize,
-    takeover: Option<CancellationToken>,
-) {
-    let _tracked = app.lifecycle.connections.token();
-    let gauge = app.metrics.connections(endpoint);
-    gauge.increment(1.0);
-    let shutdown = app.lifecycle.close_connections.clone();
-    let limits = app.rate_limits(largest_frame);
-    drive(socket, outbox, handler, app.timings(), &limits, shutdown, takeover, &app.metrics).await;
-    gauge.decrement(1.0);
+/// A connection whose endpoint has finished setting it up, ready to run.
+pub struct Connection<H> {
+    /// Which endpoint it belongs to (for metrics).
+    pub endpoint: Endpoint,
+    /// The upgraded socket.
+    pub socket: Socket,
+    /// Its send queue.
+    pub outbox: Arc<Outbox>,
+    /// What its frames mean.
+    pub handler: H,
+    /// Its largest accepted frame, which the byte rate limit must admit.
+    pub largest_frame: usize,
+    /// Cancelled when a resumed session takes this connection over (close
+    /// 4001); a child of the server's shutdown token.
+    pub takeover: Option<CancellationToken>,
+    /// Its place under the connection caps, held until it ends.
+    pub admitted: ConnectionSlot,
 }
 
-/// Runs one connection until it ends, then closes it politely where that makes sense.
-#[allow(clippy::too_many_arguments)]
-pub async fn drive(
-    mut socket: WebSocket,
-    outbox: Arc<Outbox>,
-    mut handler: impl Handler,
-    timings: Timings,
-    limits: &RateLimits,
-    shutdown: CancellationToken,
-    takeover: Option<CancellationToken>,
-    metrics: &Metrics,
-) {
-    let taken_over = async {
-        match &takeover {
-            Some(token) => token.cancelled().await,
-            None => std::future::pending().await,
-        }
+/// Sets a connection up with `setup`, then runs it to its end: counted in the
+/// connections gauge, tracked so that shutdown waits for it, and closed
+/// politely where that makes sense.
+///
+/// One task runs the whole life of a connection, and its future is allocated
+/// for the largest state it can be in. So the setup (authentication, resuming,
+/// the welcome) comes boxed and is freed before the connection settles into
+/// its loop, and rare work inside the loop is boxed too: an idle connection's
+/// task holds only the loop's state.
+pub async fn serve<H, F>(app: Arc<App>, setup: Pin<Box<F>>)
+where
+    H: Handler,
+    F: Future<Output = Option<Connection<H>>> + ?Sized,
+{
+    let Some(Connection { endpoint, mut socket, outbox, mut handler, largest_frame, takeover, admitted }) = setup.await
+    else {
+        return;
     };
-    tokio::pin!(taken_over);
-    let mut keepalive = Keepalive::new(timings);
-    let timer = sleep_until(keepalive.deadline());
+    let _tracked = app.lifecycle.connections.token();
+    app.metrics.connections(endpoint).increment(1.0);
+    let limits = app.rate_limits(largest_frame);
+    let metrics = &app.metrics;
+    // One token ends the connection: the takeover switch (a child of the
+    // shutdown token) or, for a connection that cannot be resumed, shutdown.
+    let stop = takeover.unwrap_or_else(|| app.lifecycle.close_connections.clone());
+    let settings = &app.settings;
+    let mut keepalive = Keepalive::new();
+    let timer = sleep_until(keepalive.deadline(&app.timings()));
     tokio::pin!(timer);
 
     let ending = loop {
-        tokio::select! {
+        // The select only decides what to do; the doing (which may wait on a
+        // write or on the hub) comes after it, so its state and the select's
+        // share space in the connection's future instead of adding up.
+        let step = tokio::select! {
             biased;
-            () = shutdown.cancelled() => break Ending::ShuttingDown,
-            () = &mut taken_over => break Ending::TakenOver,
-            () = outbox.ready() => {
-                if let Err(ending) = write_queued(&mut socket, &outbox, timings.write_timeout).await {
+            () = stop.cancelled() => match app.lifecycle.close_connections.is_cancelled() {
+                true => Step::End(Ending::ShuttingDown),
+                false => Step::End(Ending::TakenOver),
+            },
+            () = outbox.ready() => Step::Write,
+            inbound = socket.recv() => {
+                keepalive.heard();
+                on_inbound(inbound, &mut handler, &limits, metrics)
+            }
+            () = &mut timer => Step::Timer,
+        };
+        match step {
+            Step::Continue => {}
+            Step::End(ending) => break ending,
+            Step::Finish(pending) => pending.await,
+            Step::Write => {
+                // Boxed: a connection that is not writing holds none of its state.
+                if let Err(ending) = Box::pin(write_queued(&mut socket, &outbox, settings.write_timeout)).await {
                     break ending;
                 }
             }
-            inbound = socket.recv() => {
-                keepalive.heard();
-                let size = match &inbound {
-                    Some(Ok(Message::Text(text))) => Some(text.len()),
-                    Some(Ok(Message::Binary(data))) => Some(data.len()),
-                    _ => None,
-                };
-                if let Some(Err(limit)) = size.map(|size| limits.check(size)) {
-                    metrics.rate_limited(limit);
-                    let text = match &inbound {
-                        Some(Ok(Message::Text(text))) => Some(text.as_str()),
-                        _ => None,
-                    };
-                    handler.on_rate_limited(limit, text);
-                    if limits.strike() {
-                        break Ending::Flooding;
-                    }
-                    continue;
-                }
-                match inbound {
-                    Some(Ok(Message::Text(text))) => {
-                        if let Some(pending) = handler.on_text(text) {
-                            pending.await;
-                        }
-                    }
-                    Some(Ok(Message::Binary(data))) => handler.on_binary(data),
-                    // tungstenite answers pings itself; a pong only proves liveness.
-                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-                    Some(Ok(Message::Close(_))) => break Ending::ClientClosed,
-                    None => break Ending::ClientGone,
-                    Some(Err(err)) => break classify(err),
+            Step::Flush => {
+                if !matches!(Box::pin(timeout(settings.write_timeout, socket.flush())).await, Ok(Ok(()))) {
+                    break Ending::WriteTimeout;
                 }
             }
-            () = &mut timer => {
-                match keepalive.on_timer() {
+            Step::Timer => {
+                match keepalive.on_timer(&app.timings()) {
                     KeepaliveAction::Dead => break Ending::PingTimeout,
                     KeepaliveAction::Ping => {
-                        let ping = timeout(timings.write_timeout, socket.send(Message::Ping(Bytes::new()))).await;
-                        if !matches!(ping, Ok(Ok(()))) {
+                        let ping = Box::pin(timeout(settings.write_timeout, socket.send(Message::Ping(Bytes::new()))));
+                        if !matches!(ping.await, Ok(Ok(()))) {
                             break Ending::WriteTimeout;
                         }
                     }
                     KeepaliveAction::Wait => {}
                 }
-                timer.as_mut().reset(keepalive.deadline());
+                timer.as_mut().reset(keepalive.deadline(&app.timings()));
             }
         }
     };
@@ -305,36 +300,93 @@ pub async fn drive(
         _ => {}
     }
     debug!(?ending, "connection ended");
-    if let Some(frame) = ending.close_frame(&timings) {
+    if let Some(frame) = ending.close_frame(&app.timings()) {
         // A slow consumer reaches its close frame only after reading what is
         // already buffered for it: give that as long as any write may take.
         let patience = match ending {
-            Ending::SlowConsumer => timings.write_timeout.max(CLOSE_GRACE),
+            Ending::SlowConsumer => settings.write_timeout.max(CLOSE_GRACE),
             _ => CLOSE_GRACE,
         };
-        close(socket, frame, patience).await;
+        Box::pin(close(socket, frame, patience)).await;
     } else if ending == Ending::ClientClosed {
-        // tungstenite queued the echo of the client's close frame when it read
+        // The socket queued the echo of the client's close frame when it read
         // it; flushing sends it, completing the handshake the client waits for.
-        let _ = timeout(CLOSE_GRACE, socket.flush()).await;
+        let _ = Box::pin(timeout(CLOSE_GRACE, socket.flush())).await;
+    }
+    app.metrics.connections(endpoint).decrement(1.0);
+    drop(admitted);
+}
+
+/// What the connection loop does next.
+enum Step<'h> {
+    /// Nothing: wait again.
+    Continue,
+    /// Stop, for this reason.
+    End(Ending),
+    /// Finish what the handler started before reading on.
+    Finish(Pending<'h>),
+    /// Write what the outbox holds.
+    Write,
+    /// Send what the socket queued (a pong).
+    Flush,
+    /// The keepalive timer fired.
+    Timer,
+}
+
+/// Hands one inbound frame (or the end of the stream) to the handler, after
+/// the rate limits.
+fn on_inbound<'h, H: Handler>(
+    inbound: Option<Result<Message, Error>>,
+    handler: &'h mut H,
+    limits: &RateLimits,
+    metrics: &Metrics,
+) -> Step<'h> {
+    let size = match &inbound {
+        Some(Ok(Message::Text(text))) => Some(text.len()),
+        Some(Ok(Message::Binary(data))) => Some(data.len()),
+        _ => None,
+    };
+    if let Some(Err(limit)) = size.map(|size| limits.check(size)) {
+        metrics.rate_limited(limit);
+        let text = match &inbound {
+            Some(Ok(Message::Text(text))) => Some(text.as_str()),
+            _ => None,
+        };
+        handler.on_rate_limited(limit, text);
+        return match limits.strike() {
+            true => Step::End(Ending::Flooding),
+            false => Step::Continue,
+        };
+    }
+    match inbound {
+        Some(Ok(Message::Text(text))) => handler.on_text(text).map_or(Step::Continue, Step::Finish),
+        Some(Ok(Message::Binary(data))) => {
+            handler.on_binary(data);
+            Step::Continue
+        }
+        // The socket queued the pong: send it now. A pong only proves liveness.
+        Some(Ok(Message::Ping(_))) => Step::Flush,
+        Some(Ok(Message::Pong(_))) => Step::Continue,
+        Some(Ok(Message::Close(_))) => Step::End(Ending::ClientClosed),
+        None => Step::End(Ending::ClientGone),
+        Some(Err(err)) => Step::End(classify(err)),
     }
 }
 
 /// Writes everything queued in the outbox, flushing after each batch, until it
 /// is empty. A writer blocked on a client that does not read gives up as soon
 /// as the queue overflows, rather than waiting out `write-timeout`.
-async fn write_queued(socket: &mut WebSocket, outbox: &Outbox, write_timeout: Duration) -> Result<(), Ending> {
+async fn write_queued(socket: &mut Socket, outbox: &Outbox, write_timeout: Duration) -> Result<(), Ending> {
     loop {
         let batch = outbox.take().map_err(|_| Ending::SlowConsumer)?;
         if batch.is_empty() {
             return Ok(());
         }
-        let write = async {
-            for frame in batch {
-                socket.feed(frame).await?;
-            }
-            socket.flush().await
-        };
+        for frame in &batch {
+            socket.feed(frame).map_err(|_| Ending::ClientGone)?;
+        }
+        drop(batch);
+        let write = socket.flush();
         // Watching for overflow consumes wake-ups meant for the main loop; the
         // `take` at the top of this loop picks up whatever they announced.
         let overflow = async {
@@ -354,7 +406,7 @@ async fn write_queued(socket: &mut WebSocket, outbox: &Outbox, write_timeout: Du
 }
 
 /// Sends a close frame and waits for the client's answer, for `patience` in all.
-async fn close(mut socket: WebSocket, frame: CloseFrame, patience: Duration) {
+async fn close(mut socket: Socket, frame: CloseFrame, patience: Duration) {
     let handshake = async {
         if socket.send(Message::Close(Some(frame))).await.is_err() {
             return;
@@ -368,16 +420,12 @@ async fn close(mut socket: WebSocket, frame: CloseFrame, patience: Duration) {
     let _ = timeout(patience, handshake).await;
 }
 
-fn classify(err: axum::Error) -> Ending {
-    use tungstenite::Error;
-    let inner = err.into_inner();
-    match inner.downcast_ref::<Error>() {
-        Some(Error::Capacity(_)) => Ending::TooBig,
-        Some(Error::Utf8(_)) => Ending::BadUtf8,
-        // A TCP connection that ends without a close frame is a lost client,
-        // not a misbehaving one.
-        Some(Error::Protocol(tungstenite::error::ProtocolError::ResetWithoutClosingHandshake)) => Ending::ClientGone,
-        Some(Error::Protocol(_)) => Ending::ProtocolError,
-        _ => Ending::ClientGone,
+fn classify(err: Error) -> Ending {
+    match err {
+        Error::Frame(FrameError::TooBig) => Ending::TooBig,
+        Error::Frame(FrameError::BadUtf8) => Ending::BadUtf8,
+        Error::Frame(FrameError::Protocol(_)) => Ending::ProtocolError,
+        // A stream that fails is a lost client, not a misbehaving one.
+        Error::Io(_) | Error::Closed => Ending::ClientGone,
     }
 }

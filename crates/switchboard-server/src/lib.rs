@@ -8,6 +8,8 @@
 //! * [`server`]: binds the listener, serves the router, runs the staged shutdown.
 //! * [`endpoints`]: one module per endpoint (`/ws`, `/ws/echo`, `/ws/broadcast`,
 //!   `/sse`, health and metrics) and the router that mounts them.
+//! * [`websocket`]: the upgrade handshake, frames, and a socket that holds no
+//!   buffer while idle.
 //! * [`connection`]: the one task that drives each WebSocket: reads frames into
 //!   an endpoint's [`connection::Handler`], writes its [`outbox::Outbox`],
 //!   pings, and closes with the right code.
@@ -48,6 +50,7 @@ pub mod server;
 pub mod settings;
 pub mod telemetry;
 pub mod tls;
+pub mod websocket;
 
 pub use server::{serve, shutdown_signal};
 pub use settings::Settings;

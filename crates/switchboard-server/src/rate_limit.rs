@@ -9,7 +9,15 @@
 use std::num::NonZeroU32;
 use std::time::Duration;
 
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use governor::clock::MonotonicClock;
+use governor::middleware::NoOpMiddleware;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{Quota, RateLimiter};
+
+/// One token bucket. On the standard clock: governor's default (quanta) clock
+/// keeps its calibration in every limiter, which made three limiters the
+/// largest part of an idle connection.
+type Limiter = RateLimiter<NotKeyed, InMemoryState, MonotonicClock, NoOpMiddleware<std::time::Instant>>;
 
 /// Dropped messages tolerated within [`STRIKE_WINDOW`] before the connection is closed.
 pub const STRIKES_PER_WINDOW: u32 = 20;
@@ -35,11 +43,15 @@ impl Limit {
     }
 }
 
-/// One connection's limiters.
+/// One connection's limiters: none at all (no memory) when both rates are unlimited.
 pub struct RateLimits {
-    messages: Option<DefaultDirectRateLimiter>,
-    bytes: Option<DefaultDirectRateLimiter>,
-    strikes: DefaultDirectRateLimiter,
+    limiters: Option<Box<Limiters>>,
+}
+
+struct Limiters {
+    messages: Option<Limiter>,
+    bytes: Option<Limiter>,
+    strikes: Limiter,
 }
 
 impl RateLimits {
@@ -50,25 +62,28 @@ impl RateLimits {
         let bucket = |rate: u32, burst: u32| {
             let rate = NonZeroU32::new(rate)?;
             let burst = NonZeroU32::new(burst.max(rate.get()))?;
-            Some(RateLimiter::direct(Quota::per_second(rate).allow_burst(burst)))
+            Some(RateLimiter::direct_with_clock(Quota::per_second(rate).allow_burst(burst), MonotonicClock))
         };
         let largest_frame = u32::try_from(largest_frame).unwrap_or(u32::MAX);
         let strike_rate = Quota::with_period(STRIKE_WINDOW / STRIKES_PER_WINDOW)
             .expect("a non-zero period")
             .allow_burst(NonZeroU32::new(STRIKES_PER_WINDOW).expect("non-zero"));
-        RateLimits {
-            messages: bucket(messages_per_second, messages_per_second.saturating_mul(2)),
-            bytes: bucket(bytes_per_second, bytes_per_second.saturating_mul(2).max(largest_frame)),
-            strikes: RateLimiter::direct(strike_rate),
+        let messages = bucket(messages_per_second, messages_per_second.saturating_mul(2));
+        let bytes = bucket(bytes_per_second, bytes_per_second.saturating_mul(2).max(largest_frame));
+        if messages.is_none() && bytes.is_none() {
+            return RateLimits { limiters: None };
         }
+        let strikes = RateLimiter::direct_with_clock(strike_rate, MonotonicClock);
+        RateLimits { limiters: Some(Box::new(Limiters { messages, bytes, strikes })) }
     }
 
     /// Admits a message of `len` bytes, or names the limit it breaks.
     pub fn check(&self, len: usize) -> Result<(), Limit> {
-        if let Some(messages) = &self.messages {
+        let Some(limiters) = &self.limiters else { return Ok(()) };
+        if let Some(messages) = &limiters.messages {
             messages.check().map_err(|_| Limit::Messages)?;
         }
-        if let (Some(bytes), Some(len)) = (&self.bytes, NonZeroU32::new(u32::try_from(len).unwrap_or(u32::MAX))) {
+        if let (Some(bytes), Some(len)) = (&limiters.bytes, NonZeroU32::new(u32::try_from(len).unwrap_or(u32::MAX))) {
             match bytes.check_n(len) {
                 Ok(Ok(())) => {}
                 _ => return Err(Limit::Bytes),
@@ -79,7 +94,7 @@ impl RateLimits {
 
     /// Records a dropped message; `true` when the client has earned a close.
     pub fn strike(&self) -> bool {
-        self.strikes.check().is_err()
+        self.limiters.as_ref().is_some_and(|limiters| limiters.strikes.check().is_err())
     }
 }
 

@@ -67,10 +67,11 @@ pub struct Sessions {
 
 impl Sessions {
     /// Registers a live session; returns its token and the switch that ends its
-    /// connection when another one resumes it.
-    pub fn register(&self) -> (ResumeToken, CancellationToken) {
+    /// connection when another one resumes it. The switch is a child of
+    /// `shutdown`, so a connection waits on one token for both.
+    pub fn register(&self, shutdown: &CancellationToken) -> (ResumeToken, CancellationToken) {
         let token = PeerId::random();
-        let takeover = CancellationToken::new();
+        let takeover = shutdown.child_token();
         let slot = Slot { entry: Mutex::new(Entry::Live(takeover.clone())), suspended: Notify::new() };
         self.slots.insert(token, Arc::new(slot));
         (token, takeover)

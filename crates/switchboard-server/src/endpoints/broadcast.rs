@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{Message, Utf8Bytes};
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -13,9 +13,10 @@ use serde::Deserialize;
 use crate::admission::{refuse, Admitted};
 use crate::app::App;
 use crate::channels::ConnectionId;
-use crate::connection::{self, Departure, Handler, Pending};
+use crate::connection::{self, Connection, Departure, Handler, Pending};
 use crate::hub::room::validate_name;
 use crate::telemetry::metrics::Endpoint;
+use crate::websocket::WebSocketUpgrade;
 
 /// The query string.
 #[derive(Deserialize)]
@@ -44,16 +45,22 @@ pub async fn upgrade(
         }
     }
     let limit = app.settings.max_message_size;
-    app.configure(upgrade, limit).on_upgrade(move |socket| run(socket, app, channel.into(), admitted))
-}
-
-async fn run(socket: WebSocket, app: Arc<App>, channel: Arc<str>, admitted: Admitted) {
-    let outbox = app.outbox();
-    let id = app.channels.subscribe(&channel, outbox.clone());
-    let handler = Broadcaster { app: app.clone(), channel, id };
-    let limit = app.settings.max_message_size;
-    connection::run(&app, Endpoint::Broadcast, socket, outbox, handler, limit, None).await;
-    drop(admitted);
+    upgrade.on_upgrade(limit, move |socket| {
+        let channel: Arc<str> = channel.into();
+        let outbox = app.outbox();
+        let id = app.channels.subscribe(&channel, outbox.clone());
+        let handler = Broadcaster { app: app.clone(), channel, id };
+        let connection = Connection {
+            endpoint: Endpoint::Broadcast,
+            socket,
+            outbox,
+            handler,
+            largest_frame: limit,
+            takeover: None,
+            admitted: admitted.into_slot(),
+        };
+        connection::serve(app, Box::pin(std::future::ready(Some(connection))))
+    })
 }
 
 struct Broadcaster {

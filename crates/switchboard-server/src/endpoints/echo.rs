@@ -3,16 +3,17 @@
 
 use std::sync::Arc;
 
-use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{Message, Utf8Bytes};
 use axum::extract::State;
 use axum::response::Response;
 use bytes::Bytes;
 
 use crate::admission::{refuse, Admitted};
 use crate::app::App;
-use crate::connection::{self, Departure, Handler, Pending};
+use crate::connection::{self, Connection, Departure, Handler, Pending};
 use crate::outbox::Outbox;
 use crate::telemetry::metrics::Endpoint;
+use crate::websocket::WebSocketUpgrade;
 
 /// Accepts the upgrade once admission has passed.
 pub async fn upgrade(upgrade: WebSocketUpgrade, admitted: Admitted, State(app): State<Arc<App>>) -> Response {
@@ -20,15 +21,20 @@ pub async fn upgrade(upgrade: WebSocketUpgrade, admitted: Admitted, State(app): 
         return refuse(&app, refusal);
     }
     let limit = app.settings.max_message_size;
-    app.configure(upgrade, limit).on_upgrade(move |socket| run(socket, app, admitted))
-}
-
-async fn run(socket: WebSocket, app: Arc<App>, admitted: Admitted) {
-    let outbox = app.outbox();
-    let handler = Echo { outbox: outbox.clone() };
-    let limit = app.settings.max_message_size;
-    connection::run(&app, Endpoint::Echo, socket, outbox, handler, limit, None).await;
-    drop(admitted);
+    upgrade.on_upgrade(limit, move |socket| {
+        let outbox = app.outbox();
+        let handler = Echo { outbox: outbox.clone() };
+        let connection = Connection {
+            endpoint: Endpoint::Echo,
+            socket,
+            outbox,
+            handler,
+            largest_frame: limit,
+            takeover: None,
+            admitted: admitted.into_slot(),
+        };
+        connection::serve(app, Box::pin(std::future::ready(Some(connection))))
+    })
 }
 
 struct Echo {

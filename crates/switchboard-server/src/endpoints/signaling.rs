@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::ws::{close_code, CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{close_code, CloseFrame, Message, Utf8Bytes};
 use axum::extract::{Query, State};
 use axum::response::Response;
 use bytes::Bytes;
@@ -22,10 +22,10 @@ use tracing::{debug, info};
 
 use crate::admission::Admitted;
 use crate::app::App;
-use crate::auth::{Identity, TokenError};
+use crate::auth::{Identity, TokenError, ANONYMOUS};
 use crate::cluster::wire::record_prefix;
 use crate::cluster::{Admission, Broker};
-use crate::connection::{self, Departure, Handler, Pending};
+use crate::connection::{self, Connection, Departure, Handler, Pending};
 use crate::hub::room::validate_name;
 use crate::hub::{JoinError, Joiner, RelayError, Route};
 use crate::outbox::Outbox;
@@ -33,6 +33,7 @@ use crate::peer_id::PeerId;
 use crate::rate_limit::Limit;
 use crate::resume::SessionState;
 use crate::telemetry::metrics::Endpoint;
+use crate::websocket::{Socket, WebSocketUpgrade};
 
 /// Frames up to this many times `max-message-size` are read and answered with
 /// `message-too-large`; larger ones close the connection (1009) unread.
@@ -52,20 +53,26 @@ pub async fn upgrade(
     State(app): State<Arc<App>>,
 ) -> Response {
     let limit = hard_limit(&app);
-    app.configure(upgrade, limit).on_upgrade(move |socket| run(socket, app, admitted, query.resume))
+    upgrade.on_upgrade(limit, move |socket| {
+        connection::serve(app.clone(), Box::pin(set_up(socket, app, admitted, query.resume)))
+    })
 }
 
 fn hard_limit(app: &App) -> usize {
     app.settings.max_message_size.saturating_mul(HARD_LIMIT_FACTOR)
 }
 
-async fn run(mut socket: WebSocket, app: Arc<App>, admitted: Admitted, resume: Option<String>) {
+/// Authenticates (when the token must come in a message), creates or resumes
+/// the session, and sends `welcome`; `None` when the client is refused.
+async fn set_up(
+    mut socket: Socket,
+    app: Arc<App>,
+    admitted: Admitted,
+    resume: Option<String>,
+) -> Option<Connection<Session>> {
     let identity = match admitted.identity.clone() {
         Some(identity) => identity,
-        None => match authenticate(&mut socket, &app).await {
-            Some(identity) => identity,
-            None => return,
-        },
+        None => authenticate(&mut socket, &app).await?,
     };
     // Resuming is for clients that ask for it (the browser SDK does): a client
     // that never will, like the seeds', would leave a ghost in its rooms for the
@@ -93,7 +100,7 @@ async fn run(mut socket: WebSocket, app: Arc<App>, admitted: Admitted, resume: O
     });
     let (token, takeover) = match resumable {
         true => {
-            let (token, takeover) = app.sessions.register();
+            let (token, takeover) = app.sessions.register(&app.lifecycle.close_connections);
             (Some(token), Some(takeover))
         }
         false => (None, None),
@@ -118,10 +125,11 @@ async fn run(mut socket: WebSocket, app: Arc<App>, admitted: Admitted, resume: O
         info!(peer = %id, rooms = rooms.len(), "session resumed");
     }
     debug!(peer = %id, ip = %admitted.ip, resumed = was_resumed, "signaling peer connected");
-    let session = Session { app: app.clone(), id, identity, outbox: outbox.clone(), rooms, resume: token };
-    connection::run(&app, Endpoint::Signaling, socket, outbox, session, hard_limit(&app), takeover).await;
-    // `admitted` holds the connection's place under the caps until here.
-    drop(admitted);
+    let largest_frame = hard_limit(&app);
+    let identity = (!identity.is_anonymous()).then(|| Box::new(identity));
+    let handler = Session { app, id, identity, outbox: outbox.clone(), rooms, resume: token };
+    let admitted = admitted.into_slot();
+    Some(Connection { endpoint: Endpoint::Signaling, socket, outbox, handler, largest_frame, takeover, admitted })
 }
 
 /// Ends a peer's presence: out of the hub and its rooms (`peer-left`), and
@@ -150,7 +158,7 @@ async fn expire(app: Arc<App>, token: crate::resume::ResumeToken) {
 
 /// With `--auth required` and no token on the URL, the first message must be
 /// `{"type":"auth","token":...}`, within `auth-timeout`. No peer id before that.
-async fn authenticate(socket: &mut WebSocket, app: &App) -> Option<Identity> {
+async fn authenticate(socket: &mut Socket, app: &App) -> Option<Identity> {
     let first = tokio::time::timeout(app.settings.auth_timeout, socket.recv()).await;
     let text = match first {
         Ok(Some(Ok(Message::Text(text)))) => text,
@@ -185,7 +193,9 @@ struct Session {
     app: Arc<App>,
     id: PeerId,
     /// Who the peer is, from its token; decides which rooms it may join.
-    identity: Identity,
+    /// `None` for an anonymous peer: every idle connection holds a Session,
+    /// and most have no token.
+    identity: Option<Box<Identity>>,
     outbox: Arc<Outbox>,
     /// The rooms this peer is in, in join order. The hub holds the same
     /// membership; keeping it here too makes "am I in room X" and disconnect
@@ -267,7 +277,7 @@ impl Handler for Session {
             // The client may come back: keep everything for it, for a while.
             (Departure::Lost | Departure::TakenOver, Some(token)) => {
                 let state =
-                    SessionState { id: self.id, identity: self.identity.clone(), outbox: self.outbox.clone(), rooms };
+                    SessionState { id: self.id, identity: self.identity().clone(), outbox: self.outbox.clone(), rooms };
                 self.app.sessions.suspend(token, state);
                 tokio::spawn(expire(self.app.clone(), token));
                 debug!(peer = %self.id, ?departure, "signaling session suspended");
@@ -284,6 +294,10 @@ impl Handler for Session {
 }
 
 impl Session {
+    /// Who the peer is.
+    fn identity(&self) -> &Identity {
+        self.identity.as_deref().unwrap_or(&ANONYMOUS)
+    }
     fn dispatch(&mut self, request: Request<'_>, frame: &str) -> Result<(), Refusal> {
         let rid = request.rid;
         match request.message {
@@ -316,7 +330,7 @@ impl Session {
                 ));
             }
         }
-        if !self.identity.may_join(room) {
+        if !self.identity().may_join(room) {
             return Err(refuse(ErrorCode::Forbidden, format!("your token does not allow room `{}`", clip(room, 64))));
         }
         if self.rooms.iter().any(|r| **r == *room) {
@@ -341,8 +355,8 @@ impl Session {
         self.check_join(room, meta)?;
         let room: Arc<str> = room.into();
         let meta = meta.map(RawValue::to_owned);
-        let capacity = self.identity.room_capacity(capacity);
-        let joiner = Joiner { id: self.id, outbox: &self.outbox, user: self.identity.user.clone(), meta, capacity };
+        let capacity = self.identity().room_capacity(capacity);
+        let joiner = Joiner { id: self.id, outbox: &self.outbox, user: self.identity().user.clone(), meta, capacity };
         match self.app.hub.join(joiner, &room, rid) {
             Ok(()) => {
                 self.rooms.push(room);
@@ -379,8 +393,8 @@ impl Session {
     ) -> Result<(), Refusal> {
         self.check_join(room, meta)?;
         let room: Arc<str> = room.into();
-        let capacity = self.identity.room_capacity(capacity);
-        let user = self.identity.user.clone();
+        let capacity = self.identity().room_capacity(capacity);
+        let user = self.identity().user.clone();
         // Subscribed before the join is published, so this node hears every
         // event after it.
         broker.acquire(&room).await.map_err(unavailable)?;
