@@ -1,9 +1,15 @@
 //! The life of one WebSocket, whatever the endpoint.
 //!
 //! One task per connection, and no split into reader and writer tasks: the task
-//! waits on four things at once (shutdown, its outbox, the socket, the keepalive
-//! timer) and handles whichever is ready. Waiting holds no buffers, and a second
-//! task would cost about 3 KiB per connection for nothing.
+//! waits on four things at once (shutdown or takeover, its outbox, the socket,
+//! the keepalive timer) and handles whichever is ready. Waiting holds no
+//! buffers (see [`crate::websocket`]), and a second task would cost about 3 KiB
+//! per connection for nothing.
+//!
+//! An idle connection costs what its task's future costs, and a future is as
+//! large as its largest state: so the setup is boxed and freed before the loop,
+//! the `select!` only picks a `Step` and the work that may wait comes after it,
+//! and every rare path (writes, pings, the close handshake) is boxed.
 //!
 //! Writes happen outside the `select!`, so a half-written frame is never dropped
 //! by a cancelled branch; a client that stops reading blocks only its own task,

@@ -1,10 +1,10 @@
 //! `/ws`: WebRTC signaling. One [`Session`] per connection turns decoded client
 //! messages into hub operations and replies.
 //!
-//! A frame's path: `connection::drive` reads it → [`Session::on_text`] checks its
+//! A frame's path: `connection::serve` reads it → [`Session::on_text`] checks its
 //! size and decodes it (one validating pass, borrowing) → `dispatch` acts on it:
 //! a relay is stamped with `from` by splicing the original bytes and pushed into
-//! the target's outbox by the hub → the target's own `drive` loop writes it.
+//! the target's outbox by the hub → the target's own `serve` loop writes it.
 
 use std::sync::Arc;
 
