@@ -111,6 +111,9 @@ impl Scenario {
     /// The WebSocket read buffer per connection: small where connections are many
     /// and quiet, larger where they carry traffic.
     pub fn read_buffer(&self) -> usize {
+        if self.common().read_buffer > 0 {
+            return self.common().read_buffer;
+        }
         match self {
             Scenario::Idle(_) | Scenario::Churn(_) => 4 * 1024,
             Scenario::Echo(_) | Scenario::Relay(_) | Scenario::Fanout(_) => 32 * 1024,
@@ -175,6 +178,13 @@ pub struct Common {
     /// Runtime worker threads (0: one per CPU core).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
+
+    /// The load generator's WebSocket read buffer per connection, in bytes
+    /// (0: 4 KiB for idle and churn, 32 KiB for the traffic scenarios).
+    /// tungstenite zero-fills it before every read, so it costs the load
+    /// generator CPU on every message.
+    #[arg(long, default_value_t = 0)]
+    pub read_buffer: usize,
 
     /// The server's process id (on this machine): reports the CPU time it used
     /// per operation over the measured phase (from /proc/PID/stat), and for
