@@ -15,7 +15,7 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use axum::extract::ws::{CloseFrame, Message};
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::codec::{encode, Decoder, FrameError};
@@ -68,16 +68,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// Wraps a stream whose upgrade handshake is done. Messages or frames over
     /// `max_message` bytes end the connection.
     pub fn new(stream: S, max_message: usize) -> WebSocket<S> {
-        WebSocket::with_read_ahead(stream, max_message, Bytes::new())
-    }
-
-    /// Like [`new`](Self::new), with bytes already read from the stream
-    /// (behind the handshake) that come first.
-    pub fn with_read_ahead(stream: S, max_message: usize, read_ahead: Bytes) -> WebSocket<S> {
         WebSocket {
             stream,
             decoder: Decoder::new(max_message),
-            unread: BytesMut::from(read_ahead),
+            unread: BytesMut::new(),
             unwritten: Vec::new(),
             written: 0,
             closing: Closing::Open,

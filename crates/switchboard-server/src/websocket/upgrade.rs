@@ -6,9 +6,6 @@
 //! connection in a task of its own once hyper hands the stream over.
 
 use std::future::Future;
-use std::io;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 
 use axum::extract::FromRequestParts;
 use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -16,69 +13,19 @@ use axum::http::request::Parts;
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
-use bytes::Bytes;
 use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
 use sha1::{Digest, Sha1};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 
 use super::WebSocket;
 
-/// The stream an upgraded connection runs over.
+/// The stream an upgraded connection runs over (plain TCP or TLS, behind
+/// hyper's type-erased wrapper).
 ///
-/// Plain TCP is taken back out of hyper's wrapper: the wrapper costs a heap
-/// box and a spare buffer slot in every connection. Anything else (TLS) stays
-/// wrapped.
-pub enum UpgradedStream {
-    /// A plain TCP connection.
-    Tcp(TcpStream),
-    /// Anything else, behind hyper's type-erased wrapper.
-    Other(Box<TokioIo<Upgraded>>),
-}
-
-impl UpgradedStream {
-    /// Unwraps `upgraded`; returns the stream and any bytes hyper read past
-    /// the handshake (a client may send its first frame right behind it).
-    fn new(upgraded: Upgraded) -> (UpgradedStream, Bytes) {
-        match upgraded.downcast::<TokioIo<TcpStream>>() {
-            Ok(parts) => (UpgradedStream::Tcp(parts.io.into_inner()), parts.read_buf),
-            Err(upgraded) => (UpgradedStream::Other(Box::new(TokioIo::new(upgraded))), Bytes::new()),
-        }
-    }
-}
-
-impl AsyncRead for UpgradedStream {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            UpgradedStream::Tcp(tcp) => Pin::new(tcp).poll_read(cx, buf),
-            UpgradedStream::Other(other) => Pin::new(other.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for UpgradedStream {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            UpgradedStream::Tcp(tcp) => Pin::new(tcp).poll_write(cx, data),
-            UpgradedStream::Other(other) => Pin::new(other.as_mut()).poll_write(cx, data),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            UpgradedStream::Tcp(tcp) => Pin::new(tcp).poll_flush(cx),
-            UpgradedStream::Other(other) => Pin::new(other.as_mut()).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            UpgradedStream::Tcp(tcp) => Pin::new(tcp).poll_shutdown(cx),
-            UpgradedStream::Other(other) => Pin::new(other.as_mut()).poll_shutdown(cx),
-        }
-    }
-}
+/// Boxed: the connection's future then holds one pointer, not the wrapper. The
+/// TCP stream cannot be taken back out of the wrapper (`Upgraded::downcast`):
+/// hyper-util's HTTP/1-or-2 connection wraps it in a private type first.
+pub type UpgradedStream = Box<TokioIo<Upgraded>>;
 
 /// RFC 6455's fixed GUID, hashed with the client's key to prove the upgrade.
 const ACCEPT_GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
@@ -156,8 +103,7 @@ impl WebSocketUpgrade {
         let task = async move {
             // A failed upgrade is a client that left mid-handshake: nothing to do.
             if let Ok(upgraded) = on_upgrade.await {
-                let (stream, read_ahead) = UpgradedStream::new(upgraded);
-                callback(WebSocket::with_read_ahead(stream, max_message, read_ahead)).await;
+                callback(WebSocket::new(Box::new(TokioIo::new(upgraded)), max_message)).await;
             }
         };
         tokio::spawn(task);
