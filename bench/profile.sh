@@ -14,6 +14,9 @@
 #
 # Needs valgrind (apt-get install valgrind) and the release binaries
 # (bench/compare.sh builds them). BENCH_SWITCHBOARD picks another server binary.
+# DHAT (idle-heap) sees only the system allocator's heap: for it, measure a server built
+# without jemalloc (cargo build --release -p switchboard-server --no-default-features),
+# named with BENCH_SWITCHBOARD; with jemalloc it reports almost nothing.
 # Output goes to target/bench-profiles/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
