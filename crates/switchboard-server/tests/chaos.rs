@@ -261,6 +261,34 @@ async fn fragmented_messages_are_reassembled_around_control_frames() {
 }
 
 #[tokio::test]
+async fn frames_sent_with_the_handshake_are_read_after_it() {
+    // A client may pipeline its first frames behind the upgrade request; the
+    // HTTP layer reads them with the request, and they must not be lost.
+    let server = Server::start(&[]);
+    let early = [frame(FIN | TEXT, b"first"), frame(FIN | PING, b"early"), frame(FIN | TEXT, b"second")].concat();
+    let mut echo = RawWs::upgrade_with(server.addr, "/ws/echo", &early).await;
+    let mut texts = Vec::new();
+    let mut pongs = Vec::new();
+    while texts.len() < 2 || pongs.is_empty() {
+        let frame = echo.read_frame().await.expect("a frame");
+        match frame.opcode {
+            TEXT => texts.push(frame.text().to_owned()),
+            PONG => pongs.push(frame.payload),
+            other => panic!("unexpected opcode {other}: {frame:?}"),
+        }
+    }
+    assert_eq!(texts, ["Server received: first", "Server received: second"]);
+    assert_eq!(pongs, [b"early".to_vec()]);
+
+    // A whole signaling exchange in the handshake's write: the join is answered.
+    let join = frame(FIN | TEXT, br#"{"type":"join","room":"early","rid":"j"}"#);
+    let mut peer = RawWs::upgrade_with(server.addr, "/ws", &join).await;
+    assert_eq!(peer.next_json().await["type"], "welcome");
+    let joined = peer.next_json().await;
+    assert_eq!((joined["type"].as_str(), joined["rid"].as_str()), (Some("joined"), Some("j")), "{joined}");
+}
+
+#[tokio::test]
 async fn broken_framing_closes_1002_and_harms_no_one() {
     let server = Server::start(&[]);
     let mut witnesses = Witnesses::join(&server).await;

@@ -113,12 +113,20 @@ pub struct FrameReader {
 impl RawWs {
     /// Opens a TCP connection and performs the upgrade handshake on `path`.
     pub async fn upgrade(addr: SocketAddr, path: &str) -> RawWs {
+        RawWs::upgrade_with(addr, path, &[]).await
+    }
+
+    /// Like [`RawWs::upgrade`], with `early` bytes (frames, say) sent in the
+    /// same write as the handshake, before the server has answered it.
+    pub async fn upgrade_with(addr: SocketAddr, path: &str, early: &[u8]) -> RawWs {
         let mut stream = TcpStream::connect(addr).await.expect("connect");
-        let request = format!(
+        let mut request = format!(
             "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
              Sec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        );
-        stream.write_all(request.as_bytes()).await.expect("write the handshake");
+        )
+        .into_bytes();
+        request.extend_from_slice(early);
+        stream.write_all(&request).await.expect("write the handshake");
         let mut buf = Vec::new();
         let head_end = loop {
             if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
