@@ -217,7 +217,26 @@ pub struct Connection<H> {
     /// 4001); a child of the server's shutdown token.
     pub takeover: Option<CancellationToken>,
     /// Its place under the connection caps, held until it ends.
-    pub admitted: ConnectionSlot,
+    pub slot: ConnectionSlot,
+}
+
+impl<H: Handler> Connection<H> {
+    /// A connection that no session can take over (echo, broadcast).
+    pub fn plain(
+        endpoint: Endpoint,
+        socket: Socket,
+        outbox: Arc<Outbox>,
+        handler: H,
+        largest_frame: usize,
+        slot: ConnectionSlot,
+    ) -> Connection<H> {
+        Connection { endpoint, socket, outbox, handler, largest_frame, takeover: None, slot }
+    }
+
+    /// Runs a connection that has nothing to set up, with [`serve`].
+    pub fn serve_now(self, app: Arc<App>) -> impl Future<Output = ()> {
+        serve(app, Box::pin(std::future::ready(Some(self))))
+    }
 }
 
 /// Sets a connection up with `setup`, then runs it to its end: counted in the
@@ -234,7 +253,7 @@ where
     H: Handler,
     F: Future<Output = Option<Connection<H>>> + ?Sized,
 {
-    let Some(Connection { endpoint, mut socket, outbox, mut handler, largest_frame, takeover, admitted }) = setup.await
+    let Some(Connection { endpoint, mut socket, outbox, mut handler, largest_frame, takeover, slot }) = setup.await
     else {
         return;
     };
@@ -245,7 +264,7 @@ where
     // One token ends the connection: the takeover switch (a child of the
     // shutdown token) or, for a connection that cannot be resumed, shutdown.
     let stop = takeover.unwrap_or_else(|| app.lifecycle.close_connections.clone());
-    let settings = &app.settings;
+    // Timings are read from `app` where needed, not copied into the future.
     let mut keepalive = Keepalive::new();
     let timer = sleep_until(keepalive.deadline(&app.timings()));
     tokio::pin!(timer);
@@ -273,12 +292,12 @@ where
             Step::Finish(pending) => pending.await,
             Step::Write => {
                 // Boxed: a connection that is not writing holds none of its state.
-                if let Err(ending) = Box::pin(write_queued(&mut socket, &outbox, settings.write_timeout)).await {
+                if let Err(ending) = Box::pin(write_queued(&mut socket, &outbox, app.timings().write_timeout)).await {
                     break ending;
                 }
             }
             Step::Flush => {
-                if !matches!(Box::pin(timeout(settings.write_timeout, socket.flush())).await, Ok(Ok(()))) {
+                if !matches!(Box::pin(timeout(app.timings().write_timeout, socket.flush())).await, Ok(Ok(()))) {
                     break Ending::WriteTimeout;
                 }
             }
@@ -286,7 +305,8 @@ where
                 match keepalive.on_timer(&app.timings()) {
                     KeepaliveAction::Dead => break Ending::PingTimeout,
                     KeepaliveAction::Ping => {
-                        let ping = Box::pin(timeout(settings.write_timeout, socket.send(Message::Ping(Bytes::new()))));
+                        let ping =
+                            Box::pin(timeout(app.timings().write_timeout, socket.send(Message::Ping(Bytes::new()))));
                         if !matches!(ping.await, Ok(Ok(()))) {
                             break Ending::WriteTimeout;
                         }
@@ -310,7 +330,7 @@ where
         // A slow consumer reaches its close frame only after reading what is
         // already buffered for it: give that as long as any write may take.
         let patience = match ending {
-            Ending::SlowConsumer => settings.write_timeout.max(CLOSE_GRACE),
+            Ending::SlowConsumer => app.timings().write_timeout.max(CLOSE_GRACE),
             _ => CLOSE_GRACE,
         };
         Box::pin(close(socket, frame, patience)).await;
@@ -320,7 +340,7 @@ where
         let _ = Box::pin(timeout(CLOSE_GRACE, socket.flush())).await;
     }
     app.metrics.connections(endpoint).decrement(1.0);
-    drop(admitted);
+    drop(slot);
 }
 
 /// What the connection loop does next.

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use crate::admission::{refuse, Admitted};
 use crate::app::App;
 use crate::channels::ConnectionId;
-use crate::connection::{self, Connection, Departure, Handler, Pending};
+use crate::connection::{Connection, Departure, Handler, Pending};
 use crate::hub::room::validate_name;
 use crate::telemetry::metrics::Endpoint;
 use crate::websocket::WebSocketUpgrade;
@@ -50,16 +50,8 @@ pub async fn upgrade(
         let outbox = app.outbox();
         let id = app.channels.subscribe(&channel, outbox.clone());
         let handler = Broadcaster { app: app.clone(), channel, id };
-        let connection = Connection {
-            endpoint: Endpoint::Broadcast,
-            socket,
-            outbox,
-            handler,
-            largest_frame: limit,
-            takeover: None,
-            admitted: admitted.into_slot(),
-        };
-        connection::serve(app, Box::pin(std::future::ready(Some(connection))))
+        let slot = admitted.into_slot();
+        Connection::plain(Endpoint::Broadcast, socket, outbox, handler, limit, slot).serve_now(app)
     })
 }
 

@@ -10,7 +10,7 @@ use bytes::Bytes;
 
 use crate::admission::{refuse, Admitted};
 use crate::app::App;
-use crate::connection::{self, Connection, Departure, Handler, Pending};
+use crate::connection::{Connection, Departure, Handler, Pending};
 use crate::outbox::Outbox;
 use crate::telemetry::metrics::Endpoint;
 use crate::websocket::WebSocketUpgrade;
@@ -24,16 +24,8 @@ pub async fn upgrade(upgrade: WebSocketUpgrade, admitted: Admitted, State(app): 
     upgrade.on_upgrade(limit, move |socket| {
         let outbox = app.outbox();
         let handler = Echo { outbox: outbox.clone() };
-        let connection = Connection {
-            endpoint: Endpoint::Echo,
-            socket,
-            outbox,
-            handler,
-            largest_frame: limit,
-            takeover: None,
-            admitted: admitted.into_slot(),
-        };
-        connection::serve(app, Box::pin(std::future::ready(Some(connection))))
+        let slot = admitted.into_slot();
+        Connection::plain(Endpoint::Echo, socket, outbox, handler, limit, slot).serve_now(app)
     })
 }
 

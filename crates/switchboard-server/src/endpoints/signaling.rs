@@ -128,8 +128,8 @@ async fn set_up(
     let largest_frame = hard_limit(&app);
     let identity = (!identity.is_anonymous()).then(|| Box::new(identity));
     let handler = Session { app, id, identity, outbox: outbox.clone(), rooms, resume: token };
-    let admitted = admitted.into_slot();
-    Some(Connection { endpoint: Endpoint::Signaling, socket, outbox, handler, largest_frame, takeover, admitted })
+    let slot = admitted.into_slot();
+    Some(Connection { endpoint: Endpoint::Signaling, socket, outbox, handler, largest_frame, takeover, slot })
 }
 
 /// Ends a peer's presence: out of the hub and its rooms (`peer-left`), and

@@ -14,7 +14,7 @@ use std::io;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
-use axum::extract::ws::{CloseFrame, Message};
+use axum::extract::ws::Message;
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
@@ -142,8 +142,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             }
             Message::Close(frame) => {
                 if self.closing == Closing::Open {
-                    let echo = frame.as_ref().map(|f| CloseFrame { code: f.code, reason: f.reason.clone() });
-                    encode(&Message::Close(echo), &mut self.unwritten);
+                    encode(&Message::Close(frame.clone()), &mut self.unwritten);
                 }
                 self.closing = Closing::Done;
             }
