@@ -95,8 +95,11 @@ struct Envelope<'a> {
     rid: Option<&'a RawValue>,
     #[serde(borrow)]
     target: Option<&'a RawValue>,
-    #[serde(borrow)]
-    from: Option<&'a RawValue>,
+    /// Present with any value, `null` included: `Option` would read `"from":null`
+    /// as absent, and the splice would then leave that `null` behind the stamped
+    /// `from`, where a last-key-wins parser would see it.
+    #[serde(default, deserialize_with = "present")]
+    from: bool,
     #[serde(borrow)]
     room: Option<&'a RawValue>,
     #[serde(borrow)]
@@ -107,6 +110,11 @@ struct Envelope<'a> {
     capacity: Option<&'a RawValue>,
     #[serde(borrow)]
     token: Option<&'a RawValue>,
+}
+
+/// Whether a field is there at all, whatever its value (for `from`).
+fn present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<bool, D::Error> {
+    serde::de::IgnoredAny::deserialize(deserializer).map(|_| true)
 }
 
 /// Decodes one text frame from a client.
@@ -175,7 +183,7 @@ pub fn decode<'a>(frame: &'a str) -> Result<Request<'a>, DecodeError<'a>> {
             Some(kind) => {
                 let target = optional_string(envelope.target, "target")?
                     .ok_or_else(|| fail(ErrorCode::MissingField, "field `target` is required".into()))?;
-                ClientMessage::Relay(Relay { kind, target, has_from: envelope.from.is_some() })
+                ClientMessage::Relay(Relay { kind, target, has_from: envelope.from })
             }
             None => {
                 return Err(fail(ErrorCode::UnknownType, format!("unknown message type `{}`", clip(other, 64))));
@@ -327,6 +335,23 @@ mod tests {
         match decode(r#"{"type":"signal","target":"a","from":"b"}"#).unwrap().message {
             ClientMessage::Relay(relay) => assert!(relay.has_from),
             other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_spelling_of_from_is_detected() {
+        // `null` (found by the `decode` fuzz target), escaped key names, any value.
+        for frame in [
+            r#"{"type":"signal","target":"a","from":null}"#,
+            r#"{"type":"signal","target":"a","from" :  null }"#,
+            r#"{"type":"signal","target":"a","fr\u006fm":"b"}"#,
+            r#"{"type":"signal","target":"a","\u0066rom":{"x":1}}"#,
+            r#"{"type":"signal","target":"a","from":[]}"#,
+        ] {
+            match decode(frame).unwrap().message {
+                ClientMessage::Relay(relay) => assert!(relay.has_from, "{frame}"),
+                other => panic!("{other:?}"),
+            }
         }
     }
 

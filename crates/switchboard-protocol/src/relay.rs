@@ -55,6 +55,17 @@ impl RelayKind {
     }
 }
 
+/// Returns a decoded relay `frame` with `from` set to `sender`, whatever the
+/// client wrote: the fast splice when it wrote no `from` (`has_from` comes from
+/// [`crate::client::Relay::has_from`], which counts a `from` of any value,
+/// `null` included, under any spelling of its key), the rewrite otherwise.
+pub fn stamp(frame: &str, has_from: bool, sender: &str) -> Result<String, serde_json::Error> {
+    match has_from {
+        false => Ok(stamp_from(frame, sender)),
+        true => replace_from(frame, sender),
+    }
+}
+
 /// Returns `frame` with `"from":"<sender>"` as its first field.
 ///
 /// `frame` must be a JSON object that has no `from` key (the decoder reports

@@ -15,7 +15,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use switchboard_protocol::client::{clip, decode, peek_rid, ClientMessage, Relay, Request};
-use switchboard_protocol::relay::{replace_from, stamp_from};
+use switchboard_protocol::relay::stamp;
 use switchboard_protocol::server::encode;
 use switchboard_protocol::{ErrorCode, DEFAULT_ROOM};
 use tracing::{debug, info};
@@ -472,11 +472,8 @@ impl Session {
         let unknown =
             || refuse(ErrorCode::UnknownTarget, format!("no peer `{}` is connected", clip(&relay.target, 64)));
         let target = PeerId::parse(&relay.target).ok_or_else(unknown)?;
-        let stamped = if relay.has_from {
-            replace_from(frame, self.id.as_str()).map_err(|err| refuse(ErrorCode::MalformedJson, err.to_string()))?
-        } else {
-            stamp_from(frame, self.id.as_str())
-        };
+        let stamped = stamp(frame, relay.has_from, self.id.as_str())
+            .map_err(|err| refuse(ErrorCode::MalformedJson, err.to_string()))?;
         let stamped = Utf8Bytes::from(stamped);
         let routed = match self.app.hub.relay(&self.rooms, target, stamped.clone()) {
             Ok(Route::Delivered) => Ok(()),
