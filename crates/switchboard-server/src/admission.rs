@@ -14,17 +14,11 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, FromRequestParts, Query};
-use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use dashmap::DashMap;
-use ipnet::IpNet;
-use serde::{Deserialize, Serialize};
-use tracing::{debug, info};
 
-use crate::app::App;
-use crate::auth::Identity;
+use crate::settings::TrustedProxy;
 
 /// Why a connection was refused before it was accepted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -79,64 +73,8 @@ impl Refusal {
     }
 }
 
-/// A connection that passed admission: who it is, and its place under the caps.
-pub struct Admitted {
-    /// Who the connection is; `None` when a token is required and must come
-    /// in a first `auth` message.
-    pub identity: Option<Identity>,
-    /// The client's address.
-    pub ip: IpAddr,
-    _slot: ConnectionSlot,
-}
-
-impl Admitted {
-    /// The identity, or the refusal for an endpoint that cannot ask for an
-    /// `auth` message (everything but `/ws`).
-    pub fn require_identity(&self) -> Result<&Identity, Refusal> {
-        self.identity.as_ref().ok_or(Refusal::Unauthorized)
-    }
-
-    /// Just the connection's place under the caps, to hold for its life.
-    pub fn into_slot(self) -> ConnectionSlot {
-        self._slot
-    }
-}
-
-#[derive(Deserialize)]
-struct TokenQuery {
-    token: Option<String>,
-}
-
-impl FromRequestParts<Arc<App>> for Admitted {
-    type Rejection = Response;
-
-    async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Admitted, Response> {
-        let unknown_peer = SocketAddr::from(([0, 0, 0, 0], 0));
-        let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map_or(unknown_peer, |info| info.0);
-        let ip = client_ip(peer, &parts.headers, &app.settings.trusted_proxies);
-
-        app.origins.check(&parts.headers).map_err(|refusal| {
-            debug!(%ip, origin = ?parts.headers.get(header::ORIGIN), "refused origin");
-            refuse(app, refusal)
-        })?;
-        let token = bearer_token(&parts.headers)
-            .or_else(|| Query::<TokenQuery>::try_from_uri(&parts.uri).ok().and_then(|query| query.0.token));
-        let identity = app.auth.admit(token.as_deref()).map_err(|err| {
-            info!(%ip, reason = %err, "refused token");
-            refuse(app, Refusal::Unauthorized)
-        })?;
-        let slot = app.limits.acquire(ip).map_err(|refusal| refuse(app, refusal))?;
-        Ok(Admitted { identity, ip, _slot: slot })
-    }
-}
-
-/// Counts and answers a refusal.
-pub fn refuse(app: &App, refusal: Refusal) -> Response {
-    app.metrics.refused(refusal.label());
-    refusal.response()
-}
-
-fn bearer_token(headers: &HeaderMap) -> Option<String> {
+/// The bearer token of an `Authorization` header, if there is one.
+pub fn bearer_token(headers: &HeaderMap) -> Option<String> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_owned())
@@ -184,36 +122,6 @@ fn is_same_origin(origin: &str, headers: &HeaderMap) -> bool {
     authority == host
         || authority.strip_suffix(default_port) == Some(host.as_str())
         || host.strip_suffix(default_port) == Some(authority)
-}
-
-/// A trusted proxy: an IP address or a CIDR network (`10.0.0.0/8`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct TrustedProxy(pub IpNet);
-
-impl std::str::FromStr for TrustedProxy {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<TrustedProxy, String> {
-        text.parse::<IpNet>()
-            .or_else(|_| text.parse::<IpAddr>().map(IpNet::from))
-            .map(TrustedProxy)
-            .map_err(|_| format!("`{text}` is not an IP address or CIDR network"))
-    }
-}
-
-impl TryFrom<String> for TrustedProxy {
-    type Error = String;
-
-    fn try_from(text: String) -> Result<TrustedProxy, String> {
-        text.parse()
-    }
-}
-
-impl From<TrustedProxy> for String {
-    fn from(proxy: TrustedProxy) -> String {
-        proxy.0.to_string()
-    }
 }
 
 /// Counts open connections, in total and per client IP.

@@ -1,17 +1,18 @@
-//! The state every request handler shares.
+//! The state request handlers share: the top of the house. Only the endpoints
+//! and the server see it; lower modules are handed the narrow part they use
+//! (a connection's [`Environment`], the [`Hub`]).
 
 use std::sync::Arc;
 
 use crate::admission::{ConnectionLimits, OriginPolicy};
 use crate::auth::{AuthConfigError, Authenticator};
+use crate::broker::Broker;
 use crate::channels::Channels;
-use crate::cluster::Broker;
-use crate::connection::Timings;
+use crate::connection::{Environment, Timings};
 use crate::hub::Hub;
 use crate::ice::IceServers;
 use crate::lifecycle::Lifecycle;
 use crate::outbox::{Outbox, QueueLimits};
-use crate::rate_limit::RateLimits;
 use crate::resume::Sessions;
 use crate::settings::Settings;
 use crate::telemetry::metrics::Metrics;
@@ -20,14 +21,14 @@ use crate::telemetry::metrics::Metrics;
 pub struct App {
     /// The settings it runs with.
     pub settings: Settings,
-    /// Signaling rooms and peers.
-    pub hub: Hub,
+    /// Signaling rooms and peers, over the deployment's broker.
+    pub hub: Arc<Hub>,
     /// `/ws/broadcast` channels.
     pub channels: Channels,
     /// Metric handles.
     pub metrics: Arc<Metrics>,
-    /// Readiness and shutdown.
-    pub lifecycle: Lifecycle,
+    /// What every connection runs with: lifecycle, metrics, timings, rate limits.
+    pub connections: Arc<Environment>,
     /// The STUN/TURN servers (and TURN credentials) peers are given.
     pub ice: IceServers,
     /// Token verification.
@@ -36,19 +37,17 @@ pub struct App {
     pub origins: OriginPolicy,
     /// Open connections, in total and per client IP.
     pub limits: Arc<ConnectionLimits>,
-    /// The link to the other nodes, when rooms are shared over Redis.
-    pub broker: Option<Arc<Broker>>,
     /// Signaling sessions by resume token.
     pub sessions: Sessions,
 }
 
 impl App {
-    /// State for a server with these settings and, to share rooms with other
-    /// nodes, a broker; fails on a bad key setup.
+    /// State for a server with these settings, whose rooms `broker` decides
+    /// (in memory, or shared over Redis); fails on a bad key setup.
     pub fn new(
         settings: Settings,
         metrics: Arc<Metrics>,
-        broker: Option<Arc<Broker>>,
+        broker: Arc<dyn Broker>,
     ) -> Result<Arc<App>, AuthConfigError> {
         let auth = Authenticator::new(
             settings.auth,
@@ -56,19 +55,35 @@ impl App {
             settings.auth_public_key.as_deref(),
             settings.auth_leeway,
         )?;
+        let connections = Arc::new(Environment {
+            lifecycle: Lifecycle::default(),
+            metrics: metrics.clone(),
+            timings: Timings {
+                ping_interval: settings.ping_interval,
+                ping_timeout: settings.ping_timeout,
+                write_timeout: settings.write_timeout,
+                shutdown_code: settings.shutdown_close_code,
+            },
+            rate_limit_messages: settings.rate_limit_messages,
+            rate_limit_bytes: settings.rate_limit_bytes,
+        });
         Ok(Arc::new(App {
             auth,
             origins: OriginPolicy::new(&settings.allowed_origins),
             limits: ConnectionLimits::new(settings.max_connections, settings.max_connections_per_ip),
-            hub: Hub::new(settings.max_peers_per_room, metrics.clone(), broker.as_ref().map(|b| b.node())),
-            broker,
+            hub: Hub::start(broker, metrics.clone()),
             sessions: Sessions::default(),
             channels: Channels::default(),
             metrics,
-            lifecycle: Lifecycle::default(),
+            connections,
             ice: IceServers::new(&settings),
             settings,
         }))
+    }
+
+    /// Readiness and shutdown.
+    pub fn lifecycle(&self) -> &Lifecycle {
+        &self.connections.lifecycle
     }
 
     /// A fresh, empty outbox with the configured limits.
@@ -77,20 +92,5 @@ impl App {
             messages: self.settings.send_queue_messages,
             bytes: self.settings.send_queue_bytes,
         }))
-    }
-
-    /// Keepalive and write timings for connections.
-    pub fn timings(&self) -> Timings {
-        Timings {
-            ping_interval: self.settings.ping_interval,
-            ping_timeout: self.settings.ping_timeout,
-            write_timeout: self.settings.write_timeout,
-            shutdown_code: self.settings.shutdown_close_code,
-        }
-    }
-
-    /// Fresh rate limiters for one connection whose largest accepted frame is `largest_frame`.
-    pub fn rate_limits(&self, largest_frame: usize) -> RateLimits {
-        RateLimits::new(self.settings.rate_limit_messages, self.settings.rate_limit_bytes, largest_frame)
     }
 }

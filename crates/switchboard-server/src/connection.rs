@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use crate::admission::ConnectionSlot;
-use crate::app::App;
+use crate::lifecycle::Lifecycle;
 use crate::outbox::Outbox;
 use crate::rate_limit::{Limit, RateLimits};
 use crate::telemetry::metrics::{Endpoint, Metrics};
@@ -87,6 +87,28 @@ pub struct Timings {
     /// The close code sent when the server shuts down: 1001 (going away) or
     /// 1012 (service restart: come back).
     pub shutdown_code: u16,
+}
+
+/// What every connection needs from the server it runs in: the narrow part of
+/// the app a connection may touch.
+pub struct Environment {
+    /// Shutdown and the tracker shutdown waits on.
+    pub lifecycle: Lifecycle,
+    /// Metric handles.
+    pub metrics: Arc<Metrics>,
+    /// Keepalive and write timings.
+    pub timings: Timings,
+    /// Messages per second per connection (0: no limit).
+    pub rate_limit_messages: u32,
+    /// Bytes per second per connection (0: no limit).
+    pub rate_limit_bytes: u32,
+}
+
+impl Environment {
+    /// Fresh rate limiters for one connection whose largest accepted frame is `largest_frame`.
+    pub fn rate_limits(&self, largest_frame: usize) -> RateLimits {
+        RateLimits::new(self.rate_limit_messages, self.rate_limit_bytes, largest_frame)
+    }
 }
 
 /// Close code for a connection whose session another connection resumed.
@@ -234,8 +256,8 @@ impl<H: Handler> Connection<H> {
     }
 
     /// Runs a connection that has nothing to set up, with [`serve`].
-    pub fn serve_now(self, app: Arc<App>) -> impl Future<Output = ()> {
-        serve(app, Box::pin(std::future::ready(Some(self))))
+    pub fn serve_now(self, env: Arc<Environment>) -> impl Future<Output = ()> {
+        serve(env, Box::pin(std::future::ready(Some(self))))
     }
 }
 
@@ -248,7 +270,7 @@ impl<H: Handler> Connection<H> {
 /// the welcome) comes boxed and is freed before the connection settles into
 /// its loop, and rare work inside the loop is boxed too: an idle connection's
 /// task holds only the loop's state.
-pub async fn serve<H, F>(app: Arc<App>, setup: Pin<Box<F>>)
+pub async fn serve<H, F>(env: Arc<Environment>, setup: Pin<Box<F>>)
 where
     H: Handler,
     F: Future<Output = Option<Connection<H>>> + ?Sized,
@@ -257,16 +279,16 @@ where
     else {
         return;
     };
-    let _tracked = app.lifecycle.connections.token();
-    app.metrics.connections(endpoint).increment(1.0);
-    let limits = app.rate_limits(largest_frame);
-    let metrics = &app.metrics;
+    let _tracked = env.lifecycle.connections.token();
+    env.metrics.connections(endpoint).increment(1.0);
+    let limits = env.rate_limits(largest_frame);
+    let metrics = &env.metrics;
     // One token ends the connection: the takeover switch (a child of the
     // shutdown token) or, for a connection that cannot be resumed, shutdown.
-    let stop = takeover.unwrap_or_else(|| app.lifecycle.close_connections.clone());
-    // Timings are read from `app` where needed, not copied into the future.
+    let stop = takeover.unwrap_or_else(|| env.lifecycle.close_connections.clone());
+    // Timings are read from `env` where needed, not copied into the future.
     let mut keepalive = Keepalive::new();
-    let timer = sleep_until(keepalive.deadline(&app.timings()));
+    let timer = sleep_until(keepalive.deadline(&env.timings));
     tokio::pin!(timer);
 
     let ending = loop {
@@ -275,7 +297,7 @@ where
         // share space in the connection's future instead of adding up.
         let step = tokio::select! {
             biased;
-            () = stop.cancelled() => match app.lifecycle.close_connections.is_cancelled() {
+            () = stop.cancelled() => match env.lifecycle.close_connections.is_cancelled() {
                 true => Step::End(Ending::ShuttingDown),
                 false => Step::End(Ending::TakenOver),
             },
@@ -292,28 +314,28 @@ where
             Step::Finish(pending) => pending.await,
             Step::Write => {
                 // Boxed: a connection that is not writing holds none of its state.
-                if let Err(ending) = Box::pin(write_queued(&mut socket, &outbox, app.timings().write_timeout)).await {
+                if let Err(ending) = Box::pin(write_queued(&mut socket, &outbox, env.timings.write_timeout)).await {
                     break ending;
                 }
             }
             Step::Flush => {
-                if !matches!(Box::pin(timeout(app.timings().write_timeout, socket.flush())).await, Ok(Ok(()))) {
+                if !matches!(Box::pin(timeout(env.timings.write_timeout, socket.flush())).await, Ok(Ok(()))) {
                     break Ending::WriteTimeout;
                 }
             }
             Step::Timer => {
-                match keepalive.on_timer(&app.timings()) {
+                match keepalive.on_timer(&env.timings) {
                     KeepaliveAction::Dead => break Ending::PingTimeout,
                     KeepaliveAction::Ping => {
                         let ping =
-                            Box::pin(timeout(app.timings().write_timeout, socket.send(Message::Ping(Bytes::new()))));
+                            Box::pin(timeout(env.timings.write_timeout, socket.send(Message::Ping(Bytes::new()))));
                         if !matches!(ping.await, Ok(Ok(()))) {
                             break Ending::WriteTimeout;
                         }
                     }
                     KeepaliveAction::Wait => {}
                 }
-                timer.as_mut().reset(keepalive.deadline(&app.timings()));
+                timer.as_mut().reset(keepalive.deadline(&env.timings));
             }
         }
     };
@@ -326,11 +348,11 @@ where
         _ => {}
     }
     debug!(?ending, "connection ended");
-    if let Some(frame) = ending.close_frame(&app.timings()) {
+    if let Some(frame) = ending.close_frame(&env.timings) {
         // A slow consumer reaches its close frame only after reading what is
         // already buffered for it: give that as long as any write may take.
         let patience = match ending {
-            Ending::SlowConsumer => app.timings().write_timeout.max(CLOSE_GRACE),
+            Ending::SlowConsumer => env.timings.write_timeout.max(CLOSE_GRACE),
             _ => CLOSE_GRACE,
         };
         Box::pin(close(socket, frame, patience)).await;
@@ -339,7 +361,7 @@ where
         // it; flushing sends it, completing the handshake the client waits for.
         let _ = Box::pin(timeout(CLOSE_GRACE, socket.flush())).await;
     }
-    app.metrics.connections(endpoint).decrement(1.0);
+    env.metrics.connections(endpoint).decrement(1.0);
     drop(slot);
 }
 
@@ -453,5 +475,69 @@ fn classify(err: Error) -> Ending {
         Error::Frame(FrameError::Protocol(_)) => Ending::ProtocolError,
         // A stream that fails is a lost client, not a misbehaving one.
         Error::Io(_) | Error::Closed => Ending::ClientGone,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn timings(shutdown_code: u16) -> Timings {
+        Timings {
+            ping_interval: Duration::from_millis(30),
+            ping_timeout: Duration::from_millis(20),
+            write_timeout: Duration::from_secs(1),
+            shutdown_code,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn keepalive_pings_after_silence_and_gives_up_after_the_timeout() {
+        let timings = timings(close_code::AWAY);
+        let mut keepalive = Keepalive::new();
+        assert!(matches!(keepalive.on_timer(&timings), KeepaliveAction::Wait), "not silent long enough");
+        tokio::time::advance(Duration::from_millis(30)).await;
+        assert!(matches!(keepalive.on_timer(&timings), KeepaliveAction::Ping));
+        assert_eq!(keepalive.deadline(&timings), Instant::now() + Duration::from_millis(20));
+        tokio::time::advance(Duration::from_millis(10)).await;
+        assert!(matches!(keepalive.on_timer(&timings), KeepaliveAction::Wait), "still within the timeout");
+        tokio::time::advance(Duration::from_millis(10)).await;
+        assert!(matches!(keepalive.on_timer(&timings), KeepaliveAction::Dead));
+        // Anything heard resets it.
+        keepalive.heard();
+        assert!(matches!(keepalive.on_timer(&timings), KeepaliveAction::Wait));
+    }
+
+    #[test]
+    fn each_ending_has_its_close_code_and_departure() {
+        let away = timings(close_code::AWAY);
+        let restart = timings(close_code::RESTART);
+        let code = |ending: Ending, timings: &Timings| ending.close_frame(timings).map(|frame| frame.code);
+        assert_eq!(code(Ending::ShuttingDown, &away), Some(close_code::AWAY));
+        assert_eq!(code(Ending::ShuttingDown, &restart), Some(close_code::RESTART));
+        assert_eq!(code(Ending::SlowConsumer, &away), Some(close_code::POLICY));
+        assert_eq!(code(Ending::Flooding, &away), Some(close_code::POLICY));
+        assert_eq!(code(Ending::TooBig, &away), Some(close_code::SIZE));
+        assert_eq!(code(Ending::BadUtf8, &away), Some(close_code::INVALID));
+        assert_eq!(code(Ending::ProtocolError, &away), Some(close_code::PROTOCOL));
+        assert_eq!(code(Ending::TakenOver, &away), Some(TAKEN_OVER));
+        for silent in [Ending::ClientClosed, Ending::ClientGone, Ending::PingTimeout, Ending::WriteTimeout] {
+            assert_eq!(code(silent, &away), None, "{silent:?} sends no close frame");
+        }
+        // Only a lost connection (or a takeover) may be resumed.
+        assert_eq!(Ending::ClientGone.departure(), Departure::Lost);
+        assert_eq!(Ending::PingTimeout.departure(), Departure::Lost);
+        assert_eq!(Ending::ClientClosed.departure(), Departure::Deliberate);
+        assert_eq!(Ending::SlowConsumer.departure(), Departure::Expelled);
+        assert_eq!(Ending::TakenOver.departure(), Departure::TakenOver);
+        assert_eq!(Ending::ShuttingDown.departure(), Departure::Shutdown);
+    }
+
+    #[test]
+    fn socket_errors_are_classified_by_who_is_at_fault() {
+        assert_eq!(classify(Error::Frame(FrameError::TooBig)), Ending::TooBig);
+        assert_eq!(classify(Error::Frame(FrameError::BadUtf8)), Ending::BadUtf8);
+        assert_eq!(classify(Error::Closed), Ending::ClientGone);
+        assert_eq!(classify(Error::Io(std::io::Error::other("reset"))), Ending::ClientGone);
     }
 }

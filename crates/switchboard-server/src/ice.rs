@@ -103,6 +103,47 @@ fn now() -> u64 {
 
 #[cfg(test)]
 mod tests {
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        settings: Settings,
+    }
+
+    fn parse(args: &[&str]) -> (Settings, ()) {
+        (Cli::parse_from(args).settings, ())
+    }
+
+    #[test]
+    fn ice_servers_group_stun_and_turn_with_credentials() {
+        let (settings, _) = parse(&[
+            "x",
+            "--ice-server",
+            "stun:127.0.0.1:3478",
+            "--ice-server",
+            "turn:127.0.0.1:3478?transport=udp",
+            "--turn-username",
+            "u",
+            "--turn-credential",
+            "p",
+        ]);
+        settings.validate().unwrap();
+        let json: serde_json::Value =
+            serde_json::from_str(IceServers::new(&settings).for_user("anonymous").unwrap().get()).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!([
+                {"urls": ["stun:127.0.0.1:3478"]},
+                {"urls": ["turn:127.0.0.1:3478?transport=udp"], "username": "u", "credential": "p"},
+            ])
+        );
+        let (none, _) = parse(&["x"]);
+        assert!(IceServers::new(&none).for_user("anonymous").is_none());
+        let (bad, _) = parse(&["x", "--ice-server", "http://nope"]);
+        assert!(bad.validate().is_err());
+    }
+
     use super::*;
 
     #[test]

@@ -35,6 +35,7 @@
 pub mod admission;
 pub mod app;
 pub mod auth;
+pub mod broker;
 pub mod channels;
 pub mod cluster;
 pub mod connection;

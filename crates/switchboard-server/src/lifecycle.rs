@@ -1,6 +1,6 @@
 //! Readiness and graceful shutdown.
 //!
-//! Shutdown runs in stages (see [`crate::server::serve`]): `/readyz` starts
+//! Shutdown runs in stages (see `server::serve`): `/readyz` starts
 //! failing, the listener keeps accepting for `shutdown-delay` so a load balancer
 //! can notice, then the listener stops, every WebSocket and event stream is told
 //! to close (1001), and the process waits up to `shutdown-timeout` for them.

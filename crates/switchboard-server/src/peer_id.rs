@@ -50,6 +50,40 @@ impl std::fmt::Debug for PeerId {
     }
 }
 
+/// A node's id: the same shape as a peer id, but never one, so the two cannot
+/// be mixed up in routing tables.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct NodeId(PeerId);
+
+impl NodeId {
+    /// A fresh random id, one per server process.
+    pub fn random() -> NodeId {
+        NodeId(PeerId::random())
+    }
+
+    /// Reads a node id from another node's message.
+    pub fn parse(text: &str) -> Option<NodeId> {
+        PeerId::parse(text).map(NodeId)
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        self.0.as_str()
+    }
+}
+
+impl std::fmt::Display for NodeId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::fmt::Debug for NodeId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "NodeId({})", self.as_str())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

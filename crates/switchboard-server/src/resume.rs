@@ -139,3 +139,70 @@ impl Sessions {
 fn lock(entry: &Mutex<Entry>) -> std::sync::MutexGuard<'_, Entry> {
     entry.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outbox::QueueLimits;
+
+    fn state() -> SessionState {
+        let outbox = Arc::new(Outbox::new(QueueLimits { messages: 8, bytes: 1 << 16 }));
+        SessionState { id: PeerId::random(), identity: Identity::default(), outbox, rooms: vec!["r".into()] }
+    }
+
+    #[tokio::test]
+    async fn a_suspended_session_is_claimed_once() {
+        let sessions = Sessions::default();
+        let (token, _takeover) = sessions.register(&CancellationToken::new());
+        let suspended = state();
+        let id = suspended.id;
+        sessions.suspend(token, suspended);
+        let claimed = sessions.claim(token).await.expect("the token resumes its session");
+        assert_eq!((claimed.id, claimed.rooms.len()), (id, 1));
+        assert!(sessions.claim(token).await.is_none(), "a token works once");
+        assert!(sessions.is_empty());
+    }
+
+    #[tokio::test]
+    async fn claiming_a_live_session_switches_its_connection_off_and_waits_for_it() {
+        let sessions = Arc::new(Sessions::default());
+        let shutdown = CancellationToken::new();
+        let (token, takeover) = sessions.register(&shutdown);
+        let suspended = state();
+        let id = suspended.id;
+        // The live connection: when switched off, it suspends its session.
+        let connection = {
+            let sessions = sessions.clone();
+            tokio::spawn(async move {
+                takeover.cancelled().await;
+                sessions.suspend(token, suspended);
+            })
+        };
+        let claimed = sessions.claim(token).await.expect("handed over");
+        assert_eq!(claimed.id, id);
+        connection.await.unwrap();
+        assert!(!shutdown.is_cancelled(), "the takeover switch is the connection's own");
+    }
+
+    #[tokio::test]
+    async fn expiry_takes_only_a_suspended_session() {
+        let sessions = Sessions::default();
+        let (token, _takeover) = sessions.register(&CancellationToken::new());
+        assert!(sessions.expire(token).is_none(), "a live session does not expire");
+        sessions.suspend(token, state());
+        assert!(sessions.expire(token).is_some());
+        assert!(sessions.claim(token).await.is_none(), "an expired session cannot be resumed");
+        sessions.end(PeerId::random()); // unknown tokens are ignored
+    }
+
+    #[test]
+    fn shutdown_switches_every_live_session_off() {
+        let sessions = Sessions::default();
+        let shutdown = CancellationToken::new();
+        let (_, a) = sessions.register(&shutdown);
+        let (_, b) = sessions.register(&shutdown);
+        shutdown.cancel();
+        assert!(a.is_cancelled() && b.is_cancelled());
+        assert_eq!(sessions.len(), 2);
+    }
+}

@@ -12,7 +12,9 @@ use tokio::net::{TcpListener, TcpSocket};
 use tracing::{info, warn};
 
 use crate::app::App;
-use crate::cluster::{self, Broker};
+use crate::broker::memory::MemoryBroker;
+use crate::broker::{Broker, BrokerError};
+use crate::cluster::{RedisBroker, RedisConfig};
 use crate::endpoints::router;
 use crate::settings::Settings;
 use crate::telemetry::metrics::Metrics;
@@ -32,7 +34,7 @@ pub enum ServeError {
     Tls(io::Error),
     /// The Redis broker cannot be set up (a bad URL, or cluster seeds unreachable).
     #[error("cannot connect to Redis: {0}")]
-    Broker(#[from] crate::cluster::BrokerError),
+    Broker(#[from] BrokerError),
 }
 
 /// Serves until `shutdown` resolves, then shuts down in stages:
@@ -41,25 +43,54 @@ pub enum ServeError {
 /// 2. the listener closes and every WebSocket is sent close 1001, every event stream ends;
 /// 3. the server waits up to `shutdown-timeout` for connections to finish, then returns.
 pub async fn serve(settings: Settings, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
+    let listener = bind(settings.listen)?;
+    let (_, server) = serve_on(listener, settings, shutdown).await?;
+    server.await
+}
+
+/// Sets a server up on a listener that is already bound (its address is
+/// `settings.listen`'s stand-in): the broker, the state, TLS. Returns the
+/// address it serves on and the future that serves it, as [`serve`] does.
+/// Tests use it to run a server in their own process without waiting on logs.
+pub async fn serve_on(
+    listener: std::net::TcpListener,
+    settings: Settings,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(SocketAddr, impl Future<Output = Result<(), ServeError>>), ServeError> {
     let metrics = Arc::new(Metrics::install());
-    let broker = match settings.redis {
-        Some(_) => Some(Broker::connect(&settings, metrics.clone()).await?),
-        None => None,
+    let broker: Arc<dyn Broker> = match &settings.redis {
+        Some(url) => {
+            let config = RedisConfig {
+                url: url.clone(),
+                cluster: settings.redis_cluster,
+                timeout: settings.redis_timeout,
+                node_ttl: settings.node_ttl,
+                prefix: settings.redis_prefix.clone(),
+                max_peers_per_room: settings.max_peers_per_room,
+            };
+            RedisBroker::connect(&config, metrics.clone()).await?
+        }
+        None => Arc::new(MemoryBroker::new(settings.max_peers_per_room)),
     };
-    let app = App::new(settings, metrics, broker.as_ref().map(|(broker, _)| broker.clone()))?;
-    if let Some((broker, wiring)) = broker {
-        cluster::spawn(app.clone(), broker, wiring);
-    }
+    let app = App::new(settings, metrics, broker)?;
     let tls = match app.settings.tls_files() {
         Some(files) => Some((tls::load(&files).await.map_err(ServeError::Tls)?, files)),
         None => None,
     };
-    let listener = bind(app.settings.listen)?;
+    listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     info!(%addr, scheme, auth = ?app.settings.auth, "listening");
+    Ok((addr, run(app, listener, tls, shutdown)))
+}
 
-    let stop_accepting = app.lifecycle.close_connections.clone();
+async fn run(
+    app: Arc<App>,
+    listener: std::net::TcpListener,
+    tls: Option<(axum_server::tls_rustls::RustlsConfig, tls::TlsFiles)>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    let stop_accepting = app.lifecycle().close_connections.clone();
     let service = router(app.clone()).into_make_service_with_connect_info::<SocketAddr>();
     let http = match tls {
         None => {
@@ -89,9 +120,7 @@ pub async fn serve(settings: Settings, shutdown: impl Future<Output = ()> + Send
 
     shutdown.await;
     drain(&app).await;
-    if let Some(broker) = &app.broker {
-        broker.deregister().await;
-    }
+    app.hub.broker().stop().await;
     // Plain HTTP requests still in flight get the same deadline.
     match tokio::time::timeout(app.settings.shutdown_timeout, http).await {
         Ok(Ok(result)) => Ok(result?),
@@ -110,7 +139,7 @@ const LISTEN_BACKLOG: u32 = 4096;
 
 /// Binds the listening socket with a deep accept backlog and `SO_REUSEADDR`,
 /// so a restarted server can bind again while old connections linger in TIME_WAIT.
-fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+pub fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
@@ -120,17 +149,17 @@ fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
 async fn drain(app: &Arc<App>) {
     let settings = &app.settings;
     info!(delay = ?settings.shutdown_delay, "shutting down: no longer ready");
-    app.lifecycle.begin_shutdown();
+    app.lifecycle().begin_shutdown();
     tokio::time::sleep(settings.shutdown_delay).await;
 
     info!("closing connections");
-    app.lifecycle.close_connections.cancel();
-    app.lifecycle.connections.close();
-    let drained = tokio::time::timeout(settings.shutdown_timeout, app.lifecycle.connections.wait()).await;
+    app.lifecycle().close_connections.cancel();
+    app.lifecycle().connections.close();
+    let drained = tokio::time::timeout(settings.shutdown_timeout, app.lifecycle().connections.wait()).await;
     match drained {
         Ok(()) => info!("all connections closed"),
         Err(_) => {
-            warn!(remaining = app.lifecycle.connections.len(), "shutdown timeout reached with connections still open")
+            warn!(remaining = app.lifecycle().connections.len(), "shutdown timeout reached with connections still open")
         }
     }
 }

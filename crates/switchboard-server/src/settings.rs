@@ -5,16 +5,46 @@
 //! `--config` fills in whatever neither the command line nor the environment set:
 //! its keys are the long flag names (`max-message-size = 65536`).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, ValueEnum};
+use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-use crate::admission::TrustedProxy;
 use crate::auth::AuthMode;
+
+/// A trusted proxy: an IP address or a CIDR network (`10.0.0.0/8`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct TrustedProxy(pub IpNet);
+
+impl std::str::FromStr for TrustedProxy {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<TrustedProxy, String> {
+        text.parse::<IpNet>()
+            .or_else(|_| text.parse::<IpAddr>().map(IpNet::from))
+            .map(TrustedProxy)
+            .map_err(|_| format!("`{text}` is not an IP address or CIDR network"))
+    }
+}
+
+impl TryFrom<String> for TrustedProxy {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<TrustedProxy, String> {
+        text.parse()
+    }
+}
+
+impl From<TrustedProxy> for String {
+    fn from(proxy: TrustedProxy) -> String {
+        proxy.0.to_string()
+    }
+}
 
 /// How logs are written to standard error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
@@ -286,6 +316,18 @@ impl Settings {
         merged.try_into().map_err(|source| SettingsError::Parse { path: path.into(), source })
     }
 
+    /// Settings from `serve`-style arguments alone (the first is the program
+    /// name), for a server embedded in another program or a test.
+    pub fn from_args<I, T>(args: I) -> Result<Settings, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let command = Settings::augment_args(clap::Command::new("serve"));
+        let matches = command.try_get_matches_from(args)?;
+        <Settings as clap::FromArgMatches>::from_arg_matches(&matches)
+    }
+
     /// Refuses values that would make the server misbehave.
     pub fn validate(&self) -> Result<(), SettingsError> {
         let checks: [(bool, &'static str, &'static str); 13] = [
@@ -332,11 +374,6 @@ impl Settings {
     /// The certificate files, when TLS is on.
     pub fn tls_files(&self) -> Option<crate::tls::TlsFiles> {
         Some(crate::tls::TlsFiles { cert: self.tls_cert.clone()?, key: self.tls_key.clone()? })
-    }
-
-    /// The `iceServers` array for `welcome`, as JSON; `None` when none are configured.
-    pub fn ice_servers_json(&self) -> Option<Box<serde_json::value::RawValue>> {
-        crate::ice::IceServers::new(self).for_user("anonymous")
     }
 }
 
@@ -388,34 +425,6 @@ mod tests {
         let (settings, matches) = parse(&["x"]);
         let err = settings.merge_file(&matches, &path).unwrap_err();
         assert!(err.to_string().contains("max-mesage-size"), "{err}");
-    }
-
-    #[test]
-    fn ice_servers_group_stun_and_turn_with_credentials() {
-        let (settings, _) = parse(&[
-            "x",
-            "--ice-server",
-            "stun:127.0.0.1:3478",
-            "--ice-server",
-            "turn:127.0.0.1:3478?transport=udp",
-            "--turn-username",
-            "u",
-            "--turn-credential",
-            "p",
-        ]);
-        settings.validate().unwrap();
-        let json: serde_json::Value = serde_json::from_str(settings.ice_servers_json().unwrap().get()).unwrap();
-        assert_eq!(
-            json,
-            serde_json::json!([
-                {"urls": ["stun:127.0.0.1:3478"]},
-                {"urls": ["turn:127.0.0.1:3478?transport=udp"], "username": "u", "credential": "p"},
-            ])
-        );
-        let (none, _) = parse(&["x"]);
-        assert!(none.ice_servers_json().is_none());
-        let (bad, _) = parse(&["x", "--ice-server", "http://nope"]);
-        assert!(bad.validate().is_err());
     }
 
     #[test]

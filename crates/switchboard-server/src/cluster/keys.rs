@@ -8,7 +8,7 @@
 
 use sha1::{Digest, Sha1};
 
-use crate::peer_id::PeerId;
+use crate::peer_id::NodeId;
 
 /// Length of the hex room tag.
 const TAG_LEN: usize = 16;
@@ -47,7 +47,7 @@ impl Keys {
     }
 
     /// The channel of relays for peers on `node`.
-    pub fn inbox(&self, node: PeerId) -> String {
+    pub fn inbox(&self, node: NodeId) -> String {
         format!("{}:{{n{node}}}:inbox", self.prefix)
     }
 
@@ -102,7 +102,7 @@ mod tests {
             let tag_of = |s: &str| s[s.find('{').unwrap()..=s.find('}').unwrap()].to_owned();
             assert_eq!(tag_of(&key), tag_of(&channel));
         }
-        let node = PeerId::random();
+        let node = NodeId::random();
         assert_eq!(keys.parse_channel(&keys.inbox(node)), Some(Channel::Inbox));
         assert_eq!(keys.parse_channel("other:{n1}:inbox"), None);
     }

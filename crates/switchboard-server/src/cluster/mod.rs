@@ -1,7 +1,9 @@
 //! Scale-out: nodes share rooms through Redis.
 //!
-//! With `--redis`, Redis holds the truth about rooms, and each node's [`Hub`](crate::hub::Hub)
-//! keeps its own peers plus a mirror of the others, for routing:
+//! With `--redis`, the hub runs over a [`RedisBroker`]: Redis holds the truth
+//! about rooms, and each node's hub keeps its own peers
+//! plus a mirror of the others, for routing. It keeps the contract of
+//! [`crate::broker`], like the in-memory default:
 //!
 //! * **Membership** lives in one Redis hash per room (member → record). Joins,
 //!   leaves and the clean-up of dead nodes are Lua [`scripts`] that change the
@@ -9,7 +11,7 @@
 //!   step, so a capacity of 2 holds across nodes and every node sees a room's
 //!   events in the one order Redis gave them.
 //! * **Events**: a node subscribes to the channel of every room it has peers in
-//!   (or watches) and applies what arrives with [`Hub::apply`](crate::hub::Hub::apply): that is where
+//!   (or watches) and hands what arrives to the hub ([`RoomEvents::apply`]): that is where
 //!   local peers get `peer-joined`/`peer-left`, from whichever node.
 //! * **Relays** to a peer on another node go to that node's inbox channel;
 //!   broadcasts go to the room's channel. Both leave through one publisher task
@@ -18,7 +20,7 @@
 //! * **Presence** ([`presence`]): each node beats a key with a TTL; the survivors
 //!   remove a dead node's peers from its rooms (so the others see `peer-left`).
 //!   When Redis comes back after an outage, or lost its data, the node writes its
-//!   peers back and re-reads its rooms ([`Hub::resync`](crate::hub::Hub::resync)).
+//!   peers back and re-reads its rooms ([`RoomEvents::resync`]).
 //!
 //! While Redis is unreachable, peers on one node keep signaling each other;
 //! whatever must cross nodes, and every `join`, is refused with `unavailable`.
@@ -35,6 +37,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures_util::future::{BoxFuture, FutureExt};
 use redis::{PushInfo, PushKind, Value};
 use serde_json::value::RawValue;
 use switchboard_protocol::client::peek_rid;
@@ -42,10 +45,10 @@ use switchboard_protocol::ErrorCode;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use crate::app::App;
-use crate::hub::Listed;
-use crate::peer_id::PeerId;
-use crate::settings::Settings;
+use crate::broker::{
+    meta_of, shown, user_of, Broker, BrokerError, Listed, RoomEvent, RoomEvents, Undelivered, Verdict,
+};
+use crate::peer_id::{NodeId, PeerId};
 use crate::telemetry::metrics::Metrics;
 use keys::{Channel, Keys};
 use link::Link;
@@ -57,41 +60,21 @@ const OUTGOING_QUEUE: usize = 65_536;
 /// Most publishes sent to Redis in one pipeline.
 const PUBLISH_BATCH: usize = 512;
 
-/// Why the broker could not do something.
-#[derive(Debug, thiserror::Error)]
-pub enum BrokerError {
-    /// Redis is unreachable (or was, and this node has not re-registered yet).
-    #[error("the Redis broker is unreachable")]
-    Down,
-    /// Redis did not answer in time.
-    #[error("the Redis broker did not answer in time")]
-    Timeout,
-    /// Too much is waiting to be published.
-    #[error("too many messages are waiting for the Redis broker")]
-    Backlog,
-    /// Redis refused or failed a command.
-    #[error("Redis: {0}")]
-    Redis(#[from] redis::RedisError),
-    /// Redis answered something the scripts never return.
-    #[error("unexpected answer from Redis")]
-    Protocol,
-}
-
-/// What the broker decided about a join.
-pub enum Admission {
-    /// In: the room's capacity and its members on every node, oldest first.
-    Admitted {
-        /// The room's capacity, if it has one.
-        capacity: Option<u32>,
-        /// The seq of the join among the room's events.
-        seq: u64,
-        /// Every member, the newcomer included.
-        members: Vec<Listed>,
-    },
-    /// The room is at this capacity.
-    Full(u32),
-    /// The peer is already a member.
-    AlreadyJoined,
+/// How to reach Redis, and the limits the broker keeps.
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    /// `redis://` (or `rediss://`) URL; with `cluster`, one seed node of a Redis Cluster.
+    pub url: String,
+    /// Whether it is a Redis Cluster (sharded pub/sub).
+    pub cluster: bool,
+    /// Longest wait for any Redis command.
+    pub timeout: Duration,
+    /// How long a node's heartbeat lasts: the others reap it after this.
+    pub node_ttl: Duration,
+    /// Prefix of every key and channel.
+    pub prefix: String,
+    /// Most members in one room.
+    pub max_peers_per_room: u32,
 }
 
 /// A publish waiting for the publisher task.
@@ -107,15 +90,15 @@ struct Origin {
     rid: Option<Box<RawValue>>,
 }
 
-/// The tasks a broker needs, handed to [`spawn`] once the app exists.
-pub struct Wiring {
+/// The receiving ends of the broker's queues, for its tasks once it starts.
+struct Wiring {
     pushes: mpsc::UnboundedReceiver<PushInfo>,
     outgoing: mpsc::Receiver<Outgoing>,
 }
 
-/// One node's link to the others.
-pub struct Broker {
-    node: PeerId,
+/// One node's link to the others, over Redis.
+pub struct RedisBroker {
+    node: NodeId,
     keys: Keys,
     link: Link,
     /// Rooms this node is subscribed to, with how many local members, observers
@@ -130,39 +113,38 @@ pub struct Broker {
     node_ttl: Duration,
     max_peers_per_room: u32,
     metrics: Arc<Metrics>,
+    /// Taken by [`Broker::start`].
+    wiring: Mutex<Option<Wiring>>,
+    /// Itself, for the tasks its calls spawn.
+    me: std::sync::Weak<RedisBroker>,
 }
 
-impl Broker {
+impl RedisBroker {
     /// Connects to Redis as a new node. A standalone Redis that is down now is
     /// retried in the background; the node starts, and refuses cross-node work
     /// with `unavailable` until Redis answers.
-    pub async fn connect(settings: &Settings, metrics: Arc<Metrics>) -> Result<(Arc<Broker>, Wiring), BrokerError> {
-        let url = settings.redis.as_deref().unwrap_or_default();
+    pub async fn connect(config: &RedisConfig, metrics: Arc<Metrics>) -> Result<Arc<RedisBroker>, BrokerError> {
         let (push_tx, pushes) = mpsc::unbounded_channel();
-        let link = Link::connect(url, settings.redis_cluster, settings.redis_timeout, push_tx).await?;
+        let link = Link::connect(&config.url, config.cluster, config.timeout, push_tx).await.map_err(failed)?;
         let (outgoing_tx, outgoing) = mpsc::channel(OUTGOING_QUEUE);
-        let node = PeerId::random();
-        info!(%node, cluster = settings.redis_cluster, "sharing rooms over Redis");
+        let node = NodeId::random();
+        info!(%node, cluster = config.cluster, "sharing rooms over Redis");
         metrics.broker_up.set(0.0);
-        let broker = Broker {
+        Ok(Arc::new_cyclic(|me| RedisBroker {
+            me: me.clone(),
             node,
-            keys: Keys::new(&settings.redis_prefix),
+            keys: Keys::new(&config.prefix),
             link,
             interest: tokio::sync::Mutex::new(HashMap::new()),
             outgoing: outgoing_tx,
             up: AtomicBool::new(false),
             dirty: Mutex::new(HashSet::new()),
-            timeout: settings.redis_timeout,
-            node_ttl: settings.node_ttl,
-            max_peers_per_room: settings.max_peers_per_room,
+            timeout: config.timeout,
+            node_ttl: config.node_ttl,
+            max_peers_per_room: config.max_peers_per_room,
             metrics,
-        };
-        Ok((Arc::new(broker), Wiring { pushes, outgoing }))
-    }
-
-    /// This node's id.
-    pub fn node(&self) -> PeerId {
-        self.node
+            wiring: Mutex::new(Some(Wiring { pushes, outgoing })),
+        }))
     }
 
     /// Whether Redis is reachable and this node is registered with it.
@@ -196,16 +178,18 @@ impl Broker {
 
     /// Runs one Redis operation under the broker's timeout; a failure marks the broker down.
     async fn call<T>(&self, op: impl Future<Output = redis::RedisResult<T>>) -> Result<T, BrokerError> {
-        let result = match tokio::time::timeout(self.timeout, op).await {
+        let (result, refused) = match tokio::time::timeout(self.timeout, op).await {
             Ok(Ok(value)) => return Ok(value),
-            Ok(Err(error)) => BrokerError::Redis(error),
-            Err(_) => BrokerError::Timeout,
+            // A command Redis refused is this command's problem; anything else
+            // means the connection is in doubt.
+            Ok(Err(e)) => {
+                let refused =
+                    !(e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout());
+                (failed(e), refused)
+            }
+            Err(_) => (BrokerError::Timeout, false),
         };
         self.metrics.broker_errors.increment(1);
-        // A command Redis refused is this command's problem; anything else means
-        // the connection is in doubt.
-        let refused = matches!(&result, BrokerError::Redis(e)
-            if !(e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout()));
         if !refused {
             self.mark_down(&result);
         }
@@ -214,7 +198,7 @@ impl Broker {
 
     /// Subscribes to `room`'s events, if this node is not already, and counts
     /// one more reason to stay subscribed. Pair with [`Broker::release`].
-    pub async fn acquire(&self, room: &Arc<str>) -> Result<(), BrokerError> {
+    async fn subscribe_room(&self, room: &Arc<str>) -> Result<(), BrokerError> {
         self.check_up()?;
         let mut interest = self.interest.lock().await;
         if let Some(count) = interest.get_mut(room) {
@@ -229,8 +213,8 @@ impl Broker {
     }
 
     /// Drops one reason to stay subscribed to `room`; unsubscribes after the last.
-    pub fn release(self: &Arc<Self>, room: Arc<str>) {
-        let broker = self.clone();
+    fn unsubscribe_room(&self, room: Arc<str>) {
+        let Some(broker) = self.me.upgrade() else { return };
         tokio::spawn(async move {
             let mut interest = broker.interest.lock().await;
             let Some(count) = interest.get_mut(&room) else { return };
@@ -245,15 +229,10 @@ impl Broker {
         });
     }
 
-    /// Asks Redis to admit `peer` to `room`, cluster-wide.
-    pub async fn join(
-        &self,
-        room: &str,
-        peer: PeerId,
-        record: &str,
-        capacity: Option<u32>,
-    ) -> Result<Admission, BrokerError> {
+    /// Asks Redis to admit `member` to `room`, cluster-wide.
+    async fn admit(&self, room: &str, member: &Listed, capacity: Option<u32>) -> Result<Verdict, BrokerError> {
         self.check_up()?;
+        let record = wire::record_prefix(self.node, user_of(&member.shown), meta_of(&member.shown));
         let mut link = self.link.clone();
         // Indexed before joining, so that if this node dies the survivors find
         // the room: a stale index entry costs a survivor one empty look.
@@ -262,7 +241,7 @@ impl Broker {
         self.call(index.query_async::<()>(&mut link)).await?;
         let mut invocation = scripts::JOIN.key(self.keys.room(room));
         invocation
-            .arg(peer.as_str())
+            .arg(member.id.as_str())
             .arg(record)
             .arg(capacity.map(|c| c.to_string()).unwrap_or_default())
             .arg(self.max_peers_per_room)
@@ -274,19 +253,19 @@ impl Broker {
                 let capacity =
                     text(capacity).and_then(|c| c.parse::<u32>().ok()).map(|c| c.min(self.max_peers_per_room));
                 let seq = u64::try_from(*seq).unwrap_or(0);
-                Ok(Admission::Admitted { capacity, seq, members: listed(fields) })
+                Ok(Verdict::Admitted { capacity, seq, members: listed(fields) })
             }
             [Value::BulkString(status), Value::Int(limit)] if status == b"full" => {
-                Ok(Admission::Full(u32::try_from(*limit).unwrap_or(u32::MAX)))
+                Ok(Verdict::Full(u32::try_from(*limit).unwrap_or(u32::MAX)))
             }
-            [Value::BulkString(status)] if status == b"already" => Ok(Admission::AlreadyJoined),
+            [Value::BulkString(status)] if status == b"already" => Ok(Verdict::AlreadyJoined),
             _ => Err(BrokerError::Protocol),
         }
     }
 
     /// Removes `peer` from `room` in Redis, which tells every node. If Redis is
     /// unreachable the room is remembered and put right when it is back.
-    pub async fn leave(&self, room: &Arc<str>, peer: PeerId) {
+    async fn remove(&self, room: &Arc<str>, peer: PeerId) {
         let result = async {
             self.check_up()?;
             let mut link = self.link.clone();
@@ -305,8 +284,8 @@ impl Broker {
         }
     }
 
-    /// The members of `room` on every node, for an observer on a node with none.
-    pub async fn members(&self, room: &str) -> Result<Vec<Listed>, BrokerError> {
+    /// The members of `room` on every node.
+    async fn list(&self, room: &str) -> Result<Vec<Listed>, BrokerError> {
         self.check_up()?;
         let mut link = self.link.clone();
         let hash: Value = self.call(redis::cmd("HGETALL").arg(self.keys.room(room)).query_async(&mut link)).await?;
@@ -317,17 +296,6 @@ impl Broker {
             _ => Vec::new(),
         };
         Ok(listed(&fields))
-    }
-
-    /// Queues a relay for a peer on another node.
-    pub fn forward(&self, node: PeerId, target: PeerId, sender: PeerId, frame: &str) -> Result<(), BrokerError> {
-        let origin = Origin { sender, rid: peek_rid(frame).map(RawValue::to_owned) };
-        self.enqueue(self.keys.inbox(node), wire::relay(target, sender, self.node, frame), Some(origin))
-    }
-
-    /// Queues a broadcast for a room's members on other nodes.
-    pub fn broadcast(&self, room: &str, sender: PeerId, frame: &str) -> Result<(), BrokerError> {
-        self.enqueue(self.keys.room_channel(room), wire::broadcast(self.node, sender, frame), None)
     }
 
     fn enqueue(&self, channel: String, payload: Vec<u8>, origin: Option<Origin>) -> Result<(), BrokerError> {
@@ -341,7 +309,7 @@ impl Broker {
 
     /// Removes this node from Redis on a clean shutdown: its peers leave their
     /// rooms (the others see `peer-left` at once, not after the TTL).
-    pub async fn deregister(&self) {
+    async fn deregister(&self) {
         let node = self.node.as_str();
         let result = async {
             let mut link = self.link.clone();
@@ -371,15 +339,71 @@ impl Broker {
     }
 }
 
-/// Starts the broker's tasks: the publisher, the receiver of pushes, presence.
-pub fn spawn(app: Arc<App>, broker: Arc<Broker>, wiring: Wiring) {
-    tokio::spawn(publish(app.clone(), broker.clone(), wiring.outgoing));
-    tokio::spawn(receive(app.clone(), broker.clone(), wiring.pushes));
-    tokio::spawn(presence::run(app, broker));
+impl Broker for RedisBroker {
+    fn node(&self) -> NodeId {
+        self.node
+    }
+
+    /// Starts the broker's tasks: the publisher, the receiver of pushes, presence.
+    fn start(self: Arc<Self>, events: Arc<dyn RoomEvents>) {
+        let Some(wiring) = self.wiring.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() else {
+            return;
+        };
+        tokio::spawn(publish(events.clone(), self.clone(), wiring.outgoing));
+        tokio::spawn(receive(events.clone(), self.clone(), wiring.pushes));
+        tokio::spawn(presence::run(events, self));
+    }
+
+    fn acquire<'a>(&'a self, room: &'a Arc<str>) -> BoxFuture<'a, Result<(), BrokerError>> {
+        self.subscribe_room(room).boxed()
+    }
+
+    fn release(&self, room: Arc<str>) {
+        self.unsubscribe_room(room);
+    }
+
+    fn join<'a>(
+        &'a self,
+        room: &'a Arc<str>,
+        member: &'a Listed,
+        capacity: Option<u32>,
+    ) -> BoxFuture<'a, Result<Verdict, BrokerError>> {
+        self.admit(room, member, capacity).boxed()
+    }
+
+    fn leave<'a>(&'a self, room: &'a Arc<str>, peer: PeerId) -> BoxFuture<'a, ()> {
+        self.remove(room, peer).boxed()
+    }
+
+    fn members<'a>(&'a self, room: &'a str) -> BoxFuture<'a, Result<Vec<Listed>, BrokerError>> {
+        self.list(room).boxed()
+    }
+
+    fn forward(&self, node: NodeId, target: PeerId, sender: PeerId, frame: &str) -> Result<(), BrokerError> {
+        let origin = Origin { sender, rid: peek_rid(frame).map(RawValue::to_owned) };
+        self.enqueue(self.keys.inbox(node), wire::relay(target, sender, self.node, frame), Some(origin))
+    }
+
+    fn broadcast(&self, room: &str, sender: PeerId, frame: &str) -> Result<(), BrokerError> {
+        self.enqueue(self.keys.room_channel(room), wire::broadcast(self.node, sender, frame), None)
+    }
+
+    fn state(&self) -> Option<&'static str> {
+        Some(if self.is_up() { "up" } else { "down" })
+    }
+
+    fn stop(&self) -> BoxFuture<'_, ()> {
+        self.deregister().boxed()
+    }
+}
+
+/// A Redis error, as the broker reports it.
+fn failed(error: redis::RedisError) -> BrokerError {
+    BrokerError::Failed(error.to_string())
 }
 
 /// Sends queued relays and broadcasts, in order, pipelined in batches.
-async fn publish(app: Arc<App>, broker: Arc<Broker>, mut queue: mpsc::Receiver<Outgoing>) {
+async fn publish(events: Arc<dyn RoomEvents>, broker: Arc<RedisBroker>, mut queue: mpsc::Receiver<Outgoing>) {
     let mut batch = Vec::with_capacity(PUBLISH_BATCH);
     let mut link = broker.link.clone();
     let command = link.publish_command();
@@ -398,7 +422,7 @@ async fn publish(app: Arc<App>, broker: Arc<Broker>, mut queue: mpsc::Receiver<O
                 debug!(%error, lost = batch.len(), "publish failed; telling the senders");
                 for origin in batch.iter().filter_map(|item| item.origin.as_ref()) {
                     let message = "the Redis broker is unreachable; the message was not delivered";
-                    app.hub.tell_error(origin.sender, ErrorCode::Unavailable, message, origin.rid.as_deref());
+                    events.tell_error(origin.sender, ErrorCode::Unavailable, message, origin.rid.as_deref());
                 }
             }
         }
@@ -407,14 +431,14 @@ async fn publish(app: Arc<App>, broker: Arc<Broker>, mut queue: mpsc::Receiver<O
 }
 
 /// Applies what arrives on subscribed channels.
-async fn receive(app: Arc<App>, broker: Arc<Broker>, mut pushes: mpsc::UnboundedReceiver<PushInfo>) {
+async fn receive(events: Arc<dyn RoomEvents>, broker: Arc<RedisBroker>, mut pushes: mpsc::UnboundedReceiver<PushInfo>) {
     while let Some(push) = pushes.recv().await {
         match push.kind {
             PushKind::Message | PushKind::SMessage => {
                 if let [channel, payload] = push.data.as_slice() {
                     if let (Some(channel), Value::BulkString(payload)) = (text(channel), payload) {
                         broker.metrics.broker_received.increment(1);
-                        on_message(&app, &broker, channel, payload);
+                        on_message(&*events, &broker, channel, payload);
                     }
                 }
             }
@@ -424,18 +448,16 @@ async fn receive(app: Arc<App>, broker: Arc<Broker>, mut pushes: mpsc::Unbounded
     }
 }
 
-fn on_message(app: &App, broker: &Broker, channel: &str, payload: &[u8]) {
+fn on_message(events: &dyn RoomEvents, broker: &RedisBroker, channel: &str, payload: &[u8]) {
     match broker.keys.parse_channel(channel) {
-        Some(Channel::Room(room)) => match wire::parse_room(payload) {
-            // This node delivered its own broadcasts when they were sent.
-            Some(RoomMessage::Broadcast { node, .. }) if node == broker.node => {}
-            Some(message) => app.hub.apply(room, message),
+        Some(Channel::Room(room)) => match wire::parse_room(payload).and_then(room_event) {
+            Some(event) => events.apply(room, event),
             None => warn!(%room, "unreadable room event from Redis"),
         },
         Some(Channel::Inbox) => match wire::parse_inbox(payload) {
             Some(InboxMessage::Relay { target, sender, sender_node, frame }) => {
-                if let Err(error) = app.hub.deliver(target, frame) {
-                    let full = error == crate::hub::RelayError::DeliveryFailed;
+                if let Err(error) = events.deliver(target, frame) {
+                    let full = error == Undelivered::Full;
                     let notice = wire::undeliverable(sender, target, full, peek_rid(frame).map(RawValue::get));
                     // Best effort: the sender's node may be the one that is gone.
                     let _ = broker.enqueue(broker.keys.inbox(sender_node), notice, None);
@@ -451,12 +473,29 @@ fn on_message(app: &App, broker: &Broker, channel: &str, payload: &[u8]) {
                 } else {
                     (ErrorCode::UnknownTarget, format!("peer `{target}` left before the message reached it"))
                 };
-                app.hub.tell_error(to, code, &message, rid);
+                events.tell_error(to, code, &message, rid);
             }
             None => warn!("unreadable inbox message from Redis"),
         },
         None => {}
     }
+}
+
+/// A room message from Redis as the hub's event; `None` if its record is unreadable.
+fn room_event(message: RoomMessage<'_>) -> Option<RoomEvent<'_>> {
+    Some(match message {
+        RoomMessage::Joined { seq, peer, record, restored } => {
+            RoomEvent::Joined { seq, member: member(peer, &record)?, restored }
+        }
+        RoomMessage::Left { seq, peer } => RoomEvent::Left { seq, peer },
+        RoomMessage::Broadcast { node, sender, frame } => RoomEvent::Broadcast { node, sender, frame },
+    })
+}
+
+/// A member from its record.
+fn member(id: PeerId, record: &wire::Record<'_>) -> Option<Listed> {
+    let user = record.user.as_deref().map(Arc::from);
+    Some(Listed { id, node: NodeId::parse(record.node)?, shown: shown(user, record.meta.map(RawValue::to_owned)) })
 }
 
 /// Reads a room's hash (as `HGETALL` returns it) into members, oldest first.
@@ -466,13 +505,7 @@ fn listed(fields: &[Value]) -> Vec<Listed> {
         .filter_map(|pair| {
             let id = PeerId::parse(text(&pair[0])?)?;
             let record = wire::parse_record(text(&pair[1])?)?;
-            let listed = Listed {
-                id,
-                node: PeerId::parse(record.node)?,
-                user: record.user.as_deref().map(Arc::from),
-                meta: record.meta.map(RawValue::to_owned),
-            };
-            Some((record.order, listed))
+            Some((record.order, member(id, &record)?))
         })
         .collect();
     members.sort_by_key(|(order, _)| *order);

@@ -12,7 +12,6 @@
 //! empty, or this node may have been reaped while cut off), refreshes its mirror
 //! of every room from the script's answer, and only then marks the broker up.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,8 +19,8 @@ use redis::Value;
 use tokio::time::{interval, MissedTickBehavior};
 use tracing::{debug, info, warn};
 
-use super::{listed, scripts, Broker, BrokerError};
-use crate::app::App;
+use super::{listed, scripts, wire, RedisBroker};
+use crate::broker::{meta_of, user_of, BrokerError, Listed, RoomEvents};
 use crate::peer_id::PeerId;
 
 /// How long a survivor holds the lock on reaping one dead node.
@@ -30,7 +29,7 @@ const REAP_LOCK: Duration = Duration::from_secs(30);
 const PRUNE_EVERY: u32 = 60;
 
 /// Beats until the process ends.
-pub async fn run(app: Arc<App>, broker: Arc<Broker>) {
+pub async fn run(events: Arc<dyn RoomEvents>, broker: Arc<RedisBroker>) {
     let mut beats = interval(broker.node_ttl / 5);
     beats.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut inbox_subscribed = false;
@@ -47,7 +46,7 @@ pub async fn run(app: Arc<App>, broker: Arc<Broker>) {
             }
             let has_dirty = !broker.lock_dirty().is_empty();
             if !broker.is_up() || newly_registered || has_dirty {
-                resync(&app, &broker).await?;
+                resync(&events, &broker).await?;
                 broker.mark_up();
             }
             reap_dead(&broker).await?;
@@ -65,7 +64,7 @@ pub async fn run(app: Arc<App>, broker: Arc<Broker>) {
 
 /// Refreshes this node's registration. Returns whether the node was missing from
 /// the set of nodes: reaped by the others, or Redis lost its data.
-async fn beat(broker: &Broker) -> Result<bool, BrokerError> {
+async fn beat(broker: &RedisBroker) -> Result<bool, BrokerError> {
     let node = broker.node.as_str();
     let mut link = broker.link.clone();
     let ttl_ms = u64::try_from(broker.node_ttl.as_millis()).unwrap_or(u64::MAX);
@@ -78,9 +77,9 @@ async fn beat(broker: &Broker) -> Result<bool, BrokerError> {
 }
 
 /// Writes this node's peers back into their rooms and re-reads each room.
-async fn resync(app: &Arc<App>, broker: &Arc<Broker>) -> Result<(), BrokerError> {
+async fn resync(events: &Arc<dyn RoomEvents>, broker: &Arc<RedisBroker>) -> Result<(), BrokerError> {
     let node = broker.node.as_str();
-    let mut rooms = app.hub.local_members();
+    let mut rooms = events.local_members();
     let dirty: Vec<Arc<str>> = broker.lock_dirty().iter().cloned().collect();
     for room in dirty {
         if !rooms.iter().any(|(name, _)| *name == room) {
@@ -96,14 +95,14 @@ async fn resync(app: &Arc<App>, broker: &Arc<Broker>) -> Result<(), BrokerError>
         }
         let mut invocation = scripts::SYNC.key(broker.keys.room(room));
         invocation.arg(node).arg(broker.keys.room_channel(room)).arg(link.publish_command());
-        for (peer, record) in members {
-            invocation.arg(peer.as_str()).arg(record);
+        for member in members {
+            invocation.arg(member.id.as_str()).arg(record(broker, member));
         }
         let (seq, fields): (u64, Vec<Value>) = broker.call(invocation.invoke_async(&mut link)).await?;
-        let missing = app.hub.resync(room, seq, listed(&fields));
+        let missing = events.resync(room, seq, listed(&fields));
         broker.lock_dirty().remove(room);
         if !missing.is_empty() {
-            tokio::spawn(confirm_gone(app.clone(), broker.clone(), room.clone(), missing));
+            tokio::spawn(confirm_gone(events.clone(), broker.clone(), room.clone(), missing));
         }
     }
     if !rooms.is_empty() {
@@ -116,19 +115,19 @@ async fn resync(app: &Arc<App>, broker: &Arc<Broker>) -> Result<(), BrokerError>
 /// Members a resync did not find may only be waiting for their own node to write
 /// them back: give every node a heartbeat period to do so, then drop (and
 /// announce) those still missing.
-async fn confirm_gone(app: Arc<App>, broker: Arc<Broker>, room: Arc<str>, missing: Vec<PeerId>) {
+async fn confirm_gone(events: Arc<dyn RoomEvents>, broker: Arc<RedisBroker>, room: Arc<str>, missing: Vec<PeerId>) {
     tokio::time::sleep(broker.node_ttl).await;
-    match broker.members(&room).await {
+    match broker.list(&room).await {
         Ok(listed) => {
             let gone: Vec<PeerId> = missing.into_iter().filter(|id| !listed.iter().any(|m| m.id == *id)).collect();
-            app.hub.forget(&room, &gone);
+            events.forget(&room, &gone);
         }
         Err(error) => debug!(%error, %room, "could not confirm departures; the next resync will"),
     }
 }
 
 /// Removes the peers of every node whose heartbeat has expired.
-async fn reap_dead(broker: &Broker) -> Result<(), BrokerError> {
+async fn reap_dead(broker: &RedisBroker) -> Result<(), BrokerError> {
     let mut link = broker.link.clone();
     let nodes: Vec<String> =
         broker.call(redis::cmd("SMEMBERS").arg(broker.keys.nodes()).query_async(&mut link)).await?;
@@ -173,7 +172,7 @@ async fn reap_dead(broker: &Broker) -> Result<(), BrokerError> {
 /// Forgets index entries for rooms this node no longer has peers in. A join in
 /// flight holds the room's interest, so its entry is kept; one that starts while
 /// this runs is written back by the final `SADD`.
-async fn prune_index(broker: &Broker) -> Result<(), BrokerError> {
+async fn prune_index(broker: &RedisBroker) -> Result<(), BrokerError> {
     let node = broker.node.as_str();
     let mut link = broker.link.clone();
     let indexed: Vec<String> =
@@ -200,11 +199,7 @@ async fn prune_index(broker: &Broker) -> Result<(), BrokerError> {
     Ok(())
 }
 
-/// Whether the broker is up, for `/readyz`.
-pub fn state(broker: &Broker) -> &'static str {
-    if broker.up.load(Ordering::Relaxed) {
-        "up"
-    } else {
-        "down"
-    }
+/// A local member's record, without the join number the script appends.
+fn record(broker: &RedisBroker, member: &Listed) -> String {
+    wire::record_prefix(broker.node, user_of(&member.shown), meta_of(&member.shown))
 }

@@ -9,14 +9,14 @@ use std::borrow::Cow;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::peer_id::{PeerId, PEER_ID_LEN};
+use crate::peer_id::{NodeId, PeerId, PEER_ID_LEN};
 
 /// A message on a node's inbox channel.
 #[derive(Debug, PartialEq, Eq)]
 pub enum InboxMessage<'a> {
     /// Deliver `frame` to the local peer `target`; `sender` (on `sender_node`)
     /// is told if that is impossible.
-    Relay { target: PeerId, sender: PeerId, sender_node: PeerId, frame: &'a str },
+    Relay { target: PeerId, sender: PeerId, sender_node: NodeId, frame: &'a str },
     /// A relay from local peer `to` could not be delivered to `target`: it is
     /// gone, or (`full`) its send queue overflowed. `rid` is the request id of
     /// the relay, as JSON, when it had one.
@@ -32,7 +32,7 @@ pub enum RoomMessage<'a> {
     /// A peer left.
     Left { seq: u64, peer: PeerId },
     /// A room broadcast from `sender` on `node`, as delivered.
-    Broadcast { node: PeerId, sender: PeerId, frame: &'a str },
+    Broadcast { node: NodeId, sender: PeerId, frame: &'a str },
 }
 
 /// A member as stored in a room's hash.
@@ -53,32 +53,32 @@ pub struct Record<'a> {
 }
 
 /// The record of a member, without the join number the script appends.
-pub fn record_prefix(node: PeerId, user: Option<&str>, meta: Option<&RawValue>) -> String {
+pub fn record_prefix(node: NodeId, user: Option<&str>, meta: Option<&RawValue>) -> String {
     let user = user.map_or_else(|| "null".to_owned(), |u| serde_json::Value::from(u).to_string());
     let meta = meta.map_or("null", RawValue::get);
     format!(r#"{{"n":"{node}","u":{user},"m":{meta}"#)
 }
 
 /// Encodes a relay for `target`'s node.
-pub fn relay(target: PeerId, sender: PeerId, sender_node: PeerId, frame: &str) -> Vec<u8> {
-    header(b'r', &[target, sender, sender_node], frame.len(), frame)
+pub fn relay(target: PeerId, sender: PeerId, sender_node: NodeId, frame: &str) -> Vec<u8> {
+    header(b'r', &[target.as_str(), sender.as_str(), sender_node.as_str()], frame.len(), frame)
 }
 
 /// Encodes an undeliverable notice for `to`'s node.
 pub fn undeliverable(to: PeerId, target: PeerId, full: bool, rid: Option<&str>) -> Vec<u8> {
-    header(if full { b'f' } else { b'u' }, &[to, target], rid.map_or(0, str::len), rid.unwrap_or(""))
+    header(if full { b'f' } else { b'u' }, &[to.as_str(), target.as_str()], rid.map_or(0, str::len), rid.unwrap_or(""))
 }
 
 /// Encodes a room broadcast.
-pub fn broadcast(node: PeerId, sender: PeerId, frame: &str) -> Vec<u8> {
-    header(b'b', &[node, sender], frame.len(), frame)
+pub fn broadcast(node: NodeId, sender: PeerId, frame: &str) -> Vec<u8> {
+    header(b'b', &[node.as_str(), sender.as_str()], frame.len(), frame)
 }
 
-fn header(kind: u8, ids: &[PeerId], extra: usize, tail: &str) -> Vec<u8> {
+fn header(kind: u8, ids: &[&str], extra: usize, tail: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(1 + ids.len() * PEER_ID_LEN + extra);
     out.push(kind);
     for id in ids {
-        out.extend_from_slice(id.as_str().as_bytes());
+        out.extend_from_slice(id.as_bytes());
     }
     out.extend_from_slice(tail.as_bytes());
     out
@@ -90,7 +90,8 @@ pub fn parse_inbox(payload: &[u8]) -> Option<InboxMessage<'_>> {
     match kind {
         b'r' => {
             let (ids, frame) = ids::<3>(rest)?;
-            Some(InboxMessage::Relay { target: ids[0], sender: ids[1], sender_node: ids[2], frame })
+            let sender_node = NodeId::parse(ids[2].as_str())?;
+            Some(InboxMessage::Relay { target: ids[0], sender: ids[1], sender_node, frame })
         }
         b'u' | b'f' => {
             let (ids, rid) = ids::<2>(rest)?;
@@ -105,7 +106,7 @@ pub fn parse_inbox(payload: &[u8]) -> Option<InboxMessage<'_>> {
 pub fn parse_room(payload: &[u8]) -> Option<RoomMessage<'_>> {
     if payload.first() == Some(&b'b') {
         let (ids, frame) = ids::<2>(&payload[1..])?;
-        return Some(RoomMessage::Broadcast { node: ids[0], sender: ids[1], frame });
+        return Some(RoomMessage::Broadcast { node: NodeId::parse(ids[0].as_str())?, sender: ids[1], frame });
     }
     #[derive(Deserialize)]
     struct Event<'a> {
@@ -149,7 +150,7 @@ mod tests {
 
     #[test]
     fn relays_notices_and_broadcasts_round_trip() {
-        let (a, b, n) = (PeerId::random(), PeerId::random(), PeerId::random());
+        let (a, b, n) = (PeerId::random(), PeerId::random(), NodeId::random());
         let frame = r#"{"type":"offer","target":"x","from":"y","sdp":"v=0\r\n"}"#;
         assert_eq!(
             parse_inbox(&relay(a, b, n, frame)),
@@ -174,7 +175,7 @@ mod tests {
     #[test]
     fn script_events_parse() {
         let peer = PeerId::random();
-        let node = PeerId::random();
+        let node = NodeId::random();
         let record = format!("{},\"o\":3}}", record_prefix(node, Some("al\"ice"), None));
         let joined = format!(r#"{{"k":"j","s":4,"p":"{peer}","d":{record}}}"#);
         match parse_room(joined.as_bytes()) {

@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde::Deserialize;
 
-use crate::admission::{refuse, Admitted};
+use super::admitted::{refuse, Admitted};
 use crate::app::App;
 use crate::channels::ConnectionId;
 use crate::connection::{Connection, Departure, Handler, Pending};
@@ -51,7 +51,7 @@ pub async fn upgrade(
         let id = app.channels.subscribe(&channel, outbox.clone());
         let handler = Broadcaster { app: app.clone(), channel, id };
         let slot = admitted.into_slot();
-        Connection::plain(Endpoint::Broadcast, socket, outbox, handler, limit, slot).serve_now(app)
+        Connection::plain(Endpoint::Broadcast, socket, outbox, handler, limit, slot).serve_now(app.connections.clone())
     })
 }
 

@@ -8,7 +8,7 @@ use axum::extract::State;
 use axum::response::Response;
 use bytes::Bytes;
 
-use crate::admission::{refuse, Admitted};
+use super::admitted::{refuse, Admitted};
 use crate::app::App;
 use crate::connection::{Connection, Departure, Handler, Pending};
 use crate::outbox::Outbox;
@@ -25,7 +25,7 @@ pub async fn upgrade(upgrade: WebSocketUpgrade, admitted: Admitted, State(app): 
         let outbox = app.outbox();
         let handler = Echo { outbox: outbox.clone() };
         let slot = admitted.into_slot();
-        Connection::plain(Endpoint::Echo, socket, outbox, handler, limit, slot).serve_now(app)
+        Connection::plain(Endpoint::Echo, socket, outbox, handler, limit, slot).serve_now(app.connections.clone())
     })
 }
 

@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
-use crate::admission::{refuse, Admitted};
+use super::admitted::{refuse, Admitted};
 use crate::app::App;
 use crate::telemetry::metrics::Metrics;
 
@@ -17,19 +17,20 @@ pub async fn healthz() -> &'static str {
     "ok"
 }
 
-/// Ready for new connections; 503 once shutdown has begun. With a Redis broker
+/// Ready for new connections; 503 once shutdown has begun. With a broker that
+/// has a backing service (Redis),
 /// its state is reported too, but does not fail readiness: while Redis is down a
 /// node still serves its own peers, and every node shares the same Redis, so
 /// taking them all out of the load balancer would only make things worse.
 pub async fn readyz(State(app): State<Arc<App>>) -> impl IntoResponse {
-    let (status, mut body) = if app.lifecycle.is_ready() {
+    let (status, mut body) = if app.lifecycle().is_ready() {
         (StatusCode::OK, json!({"status": "ready"}))
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, json!({"status": "shutting-down"}))
     };
-    if let Some(broker) = &app.broker {
-        body["broker"] = json!(crate::cluster::presence::state(broker));
-        body["node"] = json!(broker.node().as_str());
+    if let Some(state) = app.hub.broker().state() {
+        body["broker"] = json!(state);
+        body["node"] = json!(app.hub.node().as_str());
     }
     (status, Json(body))
 }

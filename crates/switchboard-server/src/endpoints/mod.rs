@@ -1,5 +1,6 @@
 //! HTTP and WebSocket endpoints, one file each, and the router that mounts them.
 
+pub mod admitted;
 pub mod broadcast;
 pub mod echo;
 pub mod health;

@@ -2,10 +2,15 @@
 //! messages into hub operations and replies.
 //!
 //! A frame's path: `connection::serve` reads it → [`Session::on_text`] checks its
-//! size and decodes it (one validating pass, borrowing) → `dispatch` acts on it:
-//! a relay is stamped with `from` by splicing the original bytes and pushed into
-//! the target's outbox by the hub → the target's own `serve` loop writes it.
+//! size and decodes it (one validating pass, borrowing) → a relay is stamped with
+//! `from` by splicing the original bytes and pushed into the target's outbox by
+//! the hub → the target's own `serve` loop writes it. A `join` or `leave` waits
+//! on the hub's broker, so it is finished before the next frame is read.
+//!
+//! The session never asks where the hub's broker is: one node or many, it is
+//! the same code.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use axum::extract::ws::{close_code, CloseFrame, Message, Utf8Bytes};
@@ -20,14 +25,13 @@ use switchboard_protocol::server::encode;
 use switchboard_protocol::{ErrorCode, DEFAULT_ROOM};
 use tracing::{debug, info};
 
-use crate::admission::Admitted;
+use super::admitted::Admitted;
 use crate::app::App;
 use crate::auth::{Identity, TokenError, ANONYMOUS};
-use crate::cluster::wire::record_prefix;
-use crate::cluster::{Admission, Broker};
-use crate::connection::{self, Connection, Departure, Handler, Pending};
+use crate::broker::{shown, BrokerError, Shown};
+use crate::connection::{Connection, Departure, Handler, Pending};
 use crate::hub::room::validate_name;
-use crate::hub::{JoinError, Joiner, RelayError, Route};
+use crate::hub::{JoinError, Joiner, RelayError};
 use crate::outbox::Outbox;
 use crate::peer_id::PeerId;
 use crate::rate_limit::Limit;
@@ -38,6 +42,11 @@ use crate::websocket::{Socket, WebSocketUpgrade};
 /// Frames up to this many times `max-message-size` are read and answered with
 /// `message-too-large`; larger ones close the connection (1009) unread.
 pub const HARD_LIMIT_FACTOR: usize = 4;
+
+/// The most a client that has not authenticated yet may send: one `auth`
+/// message with a token (tokens are a few hundred bytes; this leaves room for
+/// large claims). Capped by `max-message-size`.
+pub const AUTH_FRAME_LIMIT: usize = 8 * 1024;
 
 /// `?resume`: a new session that may be resumed; `?resume=TOKEN`: resume one.
 #[derive(Deserialize)]
@@ -54,7 +63,7 @@ pub async fn upgrade(
 ) -> Response {
     let limit = hard_limit(&app);
     upgrade.on_upgrade(limit, move |socket| {
-        connection::serve(app.clone(), Box::pin(set_up(socket, app, admitted, query.resume)))
+        crate::connection::serve(app.connections.clone(), Box::pin(set_up(socket, app, admitted, query.resume)))
     })
 }
 
@@ -72,7 +81,7 @@ async fn set_up(
 ) -> Option<Connection<Session>> {
     let identity = match admitted.identity.clone() {
         Some(identity) => identity,
-        None => authenticate(&mut socket, &app).await?,
+        None => authenticate(&mut socket, &app, admitted.ip).await?,
     };
     // Resuming is for clients that ask for it (the browser SDK does): a client
     // that never will, like the seeds', would leave a ghost in its rooms for the
@@ -86,7 +95,7 @@ async fn set_up(
         // A session whose queue overflowed while it was away lost messages: it
         // cannot be resumed as if nothing happened.
         Some(state) if state.outbox.is_overflowed() => {
-            farewell(&app, state.id, state.rooms);
+            app.hub.disconnect(state.id, state.rooms);
             None
         }
         other => other,
@@ -100,7 +109,7 @@ async fn set_up(
     });
     let (token, takeover) = match resumable {
         true => {
-            let (token, takeover) = app.sessions.register(&app.lifecycle.close_connections);
+            let (token, takeover) = app.sessions.register(&app.lifecycle().close_connections);
             (Some(token), Some(takeover))
         }
         false => (None, None),
@@ -132,33 +141,20 @@ async fn set_up(
     Some(Connection { endpoint: Endpoint::Signaling, socket, outbox, handler, largest_frame, takeover, slot })
 }
 
-/// Ends a peer's presence: out of the hub and its rooms (`peer-left`), and
-/// out of Redis when rooms are shared.
-fn farewell(app: &Arc<App>, id: PeerId, rooms: Vec<Arc<str>>) {
-    app.hub.disconnect(id, &rooms);
-    if let Some(broker) = app.broker.clone() {
-        tokio::spawn(async move {
-            for room in rooms {
-                broker.leave(&room, id).await;
-                broker.release(room);
-            }
-        });
-    }
-}
-
 /// Ends a suspended session whose grace period ran out without a resume.
 async fn expire(app: Arc<App>, token: crate::resume::ResumeToken) {
     tokio::time::sleep(app.settings.resume_grace).await;
     if let Some(state) = app.sessions.expire(token) {
         debug!(peer = %state.id, "resume grace period over");
         app.metrics.resume_expired.increment(1);
-        farewell(&app, state.id, state.rooms);
+        app.hub.disconnect(state.id, state.rooms);
     }
 }
 
 /// With `--auth required` and no token on the URL, the first message must be
-/// `{"type":"auth","token":...}`, within `auth-timeout`. No peer id before that.
-async fn authenticate(socket: &mut Socket, app: &App) -> Option<Identity> {
+/// `{"type":"auth","token":...}`, within `auth-timeout` and at most
+/// [`AUTH_FRAME_LIMIT`] bytes (and `max-message-size`). No peer id before that.
+async fn authenticate(socket: &mut Socket, app: &App, ip: IpAddr) -> Option<Identity> {
     let first = tokio::time::timeout(app.settings.auth_timeout, socket.recv()).await;
     let text = match first {
         Ok(Some(Ok(Message::Text(text)))) => text,
@@ -166,26 +162,35 @@ async fn authenticate(socket: &mut Socket, app: &App) -> Option<Identity> {
         Ok(None) | Ok(Some(Err(_))) => return None,
         Err(_) => Utf8Bytes::from_static(""),
     };
-    let (identity, rid) = match decode(text.as_str()) {
-        Ok(Request { rid, message: ClientMessage::Auth { token } }) => (app.auth.verify(&token), rid),
-        _ => (Err(TokenError::Missing), None),
-    };
-    match identity {
-        Ok(identity) => Some(identity),
-        Err(err) => {
-            info!(reason = %err, "refused signaling connection: no valid auth message");
-            app.metrics.refused("unauthorized");
-            app.metrics.error(ErrorCode::Unauthorized);
-            let refusal = encode::error(ErrorCode::Unauthorized, "a valid token is required", rid);
-            let close = CloseFrame { code: close_code::POLICY, reason: Utf8Bytes::from_static("unauthorized") };
-            let goodbye = async {
-                socket.send(Message::Text(refusal.into())).await?;
-                socket.send(Message::Close(Some(close))).await
-            };
-            let _ = tokio::time::timeout(app.settings.write_timeout, goodbye).await;
-            None
+    let limit = AUTH_FRAME_LIMIT.min(app.settings.max_message_size);
+    let (refusal, rid) = if text.len() > limit {
+        let message = format!("message is {} bytes; before authenticating the limit is {limit}", text.len());
+        info!(%ip, size = text.len(), "refused signaling connection: auth message too large");
+        ((ErrorCode::MessageTooLarge, message), None)
+    } else {
+        let (identity, rid) = match decode(text.as_str()) {
+            Ok(Request { rid, message: ClientMessage::Auth { token } }) => (app.auth.verify(&token), rid),
+            _ => (Err(TokenError::Missing), None),
+        };
+        match identity {
+            Ok(identity) => return Some(identity),
+            Err(err) => {
+                info!(%ip, reason = %err, "refused signaling connection: no valid auth message");
+                ((ErrorCode::Unauthorized, "a valid token is required".to_owned()), rid)
+            }
         }
-    }
+    };
+    let (code, message) = refusal;
+    app.metrics.refused("unauthorized");
+    app.metrics.error(code);
+    let refusal = encode::error(code, &message, rid);
+    let close = CloseFrame { code: close_code::POLICY, reason: Utf8Bytes::from_static(code.as_str()) };
+    let goodbye = async {
+        socket.send(Message::Text(refusal.into())).await?;
+        socket.send(Message::Close(Some(close))).await
+    };
+    let _ = tokio::time::timeout(app.settings.write_timeout, goodbye).await;
+    None
 }
 
 /// One signaling peer.
@@ -205,22 +210,32 @@ struct Session {
     resume: Option<crate::resume::ResumeToken>,
 }
 
-/// A refusal on its way to the client.
-struct Refusal {
+/// A request the session turns down: the `error` the client is sent.
+struct RequestError {
     code: ErrorCode,
     message: String,
 }
 
-fn refuse(code: ErrorCode, message: impl Into<String>) -> Refusal {
-    Refusal { code, message: message.into() }
+impl RequestError {
+    fn new(code: ErrorCode, message: impl Into<String>) -> RequestError {
+        RequestError { code, message: message.into() }
+    }
+
+    fn unavailable(error: BrokerError) -> RequestError {
+        RequestError::new(ErrorCode::Unavailable, format!("{error}; try again shortly"))
+    }
+
+    fn not_in(room: &str) -> RequestError {
+        RequestError::new(ErrorCode::NotInRoom, format!("not in room `{}`", clip(room, 64)))
+    }
 }
 
-fn unavailable(error: crate::cluster::BrokerError) -> Refusal {
-    refuse(ErrorCode::Unavailable, format!("{error}; try again shortly"))
-}
-
-fn room_full(room: &str, capacity: u32) -> Refusal {
-    refuse(ErrorCode::RoomFull, format!("room `{}` is full (capacity {capacity})", clip(room, 64)))
+/// A join that passed this node's checks, owned so it can wait on the broker.
+struct JoinRequest {
+    room: Arc<str>,
+    shown: Shown,
+    capacity: Option<u32>,
+    rid: Option<Box<RawValue>>,
 }
 
 impl Handler for Session {
@@ -232,24 +247,41 @@ impl Handler for Session {
             self.send_error(ErrorCode::MessageTooLarge, &message, None);
             return None;
         }
-        match decode(text.as_str()) {
-            Ok(request) => {
-                self.app.metrics.message_in(Some(request.message.type_name()));
-                // With a broker, joins and leaves are decided by Redis: a round trip.
-                if let (Some(broker), ClientMessage::Join { .. } | ClientMessage::Leave { .. }) =
-                    (self.app.broker.clone(), &request.message)
-                {
-                    return Some(Box::pin(self.dispatch_shared(broker, text)));
-                }
-                let rid = request.rid;
-                if let Err(refusal) = self.dispatch(request, text.as_str()) {
-                    self.send_error(refusal.code, &refusal.message, rid);
-                }
-            }
+        let request = match decode(text.as_str()) {
+            Ok(request) => request,
             Err(err) => {
                 self.app.metrics.message_in(None);
                 self.send_error(err.code, &err.message, err.rid);
+                return None;
             }
+        };
+        self.app.metrics.message_in(Some(request.message.type_name()));
+        let rid = request.rid;
+        let result = match request.message {
+            // Joins and leaves wait on the broker: finished before the next frame.
+            ClientMessage::Join { room, meta, capacity } => {
+                match self.check_join(room.as_deref().unwrap_or(DEFAULT_ROOM), meta, capacity, rid) {
+                    Ok(join) => return Some(Box::pin(self.join(join))),
+                    Err(refusal) => Err(refusal),
+                }
+            }
+            ClientMessage::Leave { room } => match self.take_rooms(room.as_deref()) {
+                Ok(leaving) => return Some(Box::pin(self.leave(leaving, rid.map(RawValue::to_owned)))),
+                Err(refusal) => Err(refusal),
+            },
+            ClientMessage::Relay(relay) => self.relay(relay, text.as_str(), rid),
+            ClientMessage::Broadcast { room, data } => self.broadcast(room.as_deref(), data, rid),
+            ClientMessage::Ping => {
+                self.send(encode::pong(rid), "pong");
+                Ok(())
+            }
+            ClientMessage::Auth { .. } => Err(RequestError::new(
+                ErrorCode::UnexpectedMessage,
+                "`auth` is only accepted as the first message, when the server waits for it",
+            )),
+        };
+        if let Err(refusal) = result {
+            self.send_error(refusal.code, &refusal.message, rid);
         }
         None
     }
@@ -286,7 +318,7 @@ impl Handler for Session {
                 if let Some(token) = token {
                     self.app.sessions.end(token);
                 }
-                farewell(&self.app, self.id, rooms);
+                self.app.hub.disconnect(self.id, rooms);
                 debug!(peer = %self.id, "signaling peer disconnected");
             }
         }
@@ -298,200 +330,108 @@ impl Session {
     fn identity(&self) -> &Identity {
         self.identity.as_deref().unwrap_or(&ANONYMOUS)
     }
-    fn dispatch(&mut self, request: Request<'_>, frame: &str) -> Result<(), Refusal> {
-        let rid = request.rid;
-        match request.message {
-            ClientMessage::Join { room, meta, capacity } => {
-                self.join(room.as_deref().unwrap_or(DEFAULT_ROOM), meta, capacity, rid)
-            }
-            ClientMessage::Leave { room } => self.leave(room.as_deref(), rid),
-            ClientMessage::Relay(relay) => self.relay(relay, frame, rid),
-            ClientMessage::Broadcast { room, data } => self.broadcast(room.as_deref(), data, rid),
-            ClientMessage::Ping => {
-                self.send(encode::pong(rid), "pong");
-                Ok(())
-            }
-            ClientMessage::Auth { .. } => Err(refuse(
-                ErrorCode::UnexpectedMessage,
-                "`auth` is only accepted as the first message, when the server waits for it",
-            )),
-        }
-    }
 
     /// Checks everything about a join that this node can decide alone.
-    fn check_join(&self, room: &str, meta: Option<&RawValue>) -> Result<(), Refusal> {
+    fn check_join(
+        &self,
+        room: &str,
+        meta: Option<&RawValue>,
+        capacity: Option<u32>,
+        rid: Option<&RawValue>,
+    ) -> Result<JoinRequest, RequestError> {
         let settings = &self.app.settings;
-        validate_name(room, settings.max_room_name_len).map_err(|reason| refuse(ErrorCode::InvalidField, reason))?;
+        validate_name(room, settings.max_room_name_len)
+            .map_err(|reason| RequestError::new(ErrorCode::InvalidField, reason))?;
         if let Some(meta) = meta {
             if meta.get().len() > settings.max_meta_size {
-                return Err(refuse(
+                return Err(RequestError::new(
                     ErrorCode::InvalidField,
                     format!("field `meta` must be at most {} bytes", settings.max_meta_size),
                 ));
             }
         }
         if !self.identity().may_join(room) {
-            return Err(refuse(ErrorCode::Forbidden, format!("your token does not allow room `{}`", clip(room, 64))));
+            return Err(RequestError::new(
+                ErrorCode::Forbidden,
+                format!("your token does not allow room `{}`", clip(room, 64)),
+            ));
         }
         if self.rooms.iter().any(|r| **r == *room) {
-            return Err(refuse(ErrorCode::AlreadyJoined, format!("already in room `{}`", clip(room, 64))));
+            return Err(RequestError::new(ErrorCode::AlreadyJoined, format!("already in room `{}`", clip(room, 64))));
         }
         if self.rooms.len() >= settings.max_rooms_per_peer {
-            return Err(refuse(
+            return Err(RequestError::new(
                 ErrorCode::TooManyRooms,
                 format!("a peer may be in at most {} rooms", settings.max_rooms_per_peer),
             ));
         }
-        Ok(())
+        Ok(JoinRequest {
+            room: room.into(),
+            shown: shown(self.identity().user.clone(), meta.map(RawValue::to_owned)),
+            capacity: self.identity().room_capacity(capacity),
+            rid: rid.map(RawValue::to_owned),
+        })
     }
 
-    fn join(
-        &mut self,
-        room: &str,
-        meta: Option<&RawValue>,
-        capacity: Option<u32>,
-        rid: Option<&RawValue>,
-    ) -> Result<(), Refusal> {
-        self.check_join(room, meta)?;
-        let room: Arc<str> = room.into();
-        let meta = meta.map(RawValue::to_owned);
-        let capacity = self.identity().room_capacity(capacity);
-        let joiner = Joiner { id: self.id, outbox: &self.outbox, user: self.identity().user.clone(), meta, capacity };
-        match self.app.hub.join(joiner, &room, rid) {
+    async fn join(&mut self, join: JoinRequest) {
+        let JoinRequest { room, shown, capacity, rid } = join;
+        let joiner = Joiner { id: self.id, outbox: &self.outbox, shown, capacity };
+        let refusal = match self.app.hub.join(joiner, &room, rid.as_deref()).await {
             Ok(()) => {
                 self.rooms.push(room);
-                Ok(())
+                return;
             }
-            Err(JoinError::AlreadyJoined) => Err(refuse(ErrorCode::AlreadyJoined, "already in this room")),
-            Err(JoinError::RoomFull { capacity }) => Err(room_full(&room, capacity)),
-        }
-    }
-
-    /// `join` and `leave` when rooms are shared over Redis.
-    async fn dispatch_shared(&mut self, broker: Arc<Broker>, text: Utf8Bytes) {
-        let Ok(request) = decode(text.as_str()) else { return };
-        let rid = request.rid;
-        let result = match request.message {
-            ClientMessage::Join { room, meta, capacity } => {
-                self.join_shared(&broker, room.as_deref().unwrap_or(DEFAULT_ROOM), meta, capacity, rid).await
-            }
-            ClientMessage::Leave { room } => self.leave_shared(&broker, room.as_deref(), rid).await,
-            _ => Ok(()),
+            Err(JoinError::AlreadyJoined) => RequestError::new(ErrorCode::AlreadyJoined, "already in this room"),
+            Err(JoinError::RoomFull { capacity }) => RequestError::new(
+                ErrorCode::RoomFull,
+                format!("room `{}` is full (capacity {capacity})", clip(&room, 64)),
+            ),
+            Err(JoinError::Unavailable(error)) => RequestError::unavailable(error),
         };
-        if let Err(refusal) = result {
-            self.send_error(refusal.code, &refusal.message, rid);
-        }
-    }
-
-    async fn join_shared(
-        &mut self,
-        broker: &Arc<Broker>,
-        room: &str,
-        meta: Option<&RawValue>,
-        capacity: Option<u32>,
-        rid: Option<&RawValue>,
-    ) -> Result<(), Refusal> {
-        self.check_join(room, meta)?;
-        let room: Arc<str> = room.into();
-        let capacity = self.identity().room_capacity(capacity);
-        let user = self.identity().user.clone();
-        // Subscribed before the join is published, so this node hears every
-        // event after it.
-        broker.acquire(&room).await.map_err(unavailable)?;
-        self.app.hub.prepare(&room);
-        let record = record_prefix(broker.node(), user.as_deref(), meta);
-        let admission = match broker.join(&room, self.id, &record, capacity).await {
-            Ok(Admission::Admitted { capacity, seq, members }) => Ok((capacity, seq, members)),
-            Ok(Admission::Full(capacity)) => Err(room_full(&room, capacity)),
-            Ok(Admission::AlreadyJoined) => Err(refuse(ErrorCode::AlreadyJoined, "already in this room")),
-            Err(error) => Err(unavailable(error)),
-        };
-        match admission {
-            Ok((capacity, seq, members)) => {
-                let meta = meta.map(RawValue::to_owned);
-                let joiner = Joiner { id: self.id, outbox: &self.outbox, user, meta, capacity };
-                self.app.hub.admit(joiner, &room, capacity, seq, members, rid);
-                self.rooms.push(room);
-                Ok(())
-            }
-            Err(refusal) => {
-                self.app.hub.abandon(&room);
-                broker.release(room);
-                Err(refusal)
-            }
-        }
-    }
-
-    async fn leave_shared(
-        &mut self,
-        broker: &Arc<Broker>,
-        room: Option<&str>,
-        rid: Option<&RawValue>,
-    ) -> Result<(), Refusal> {
-        let leaving = self.take_rooms(room)?;
-        for room in &leaving {
-            self.app.hub.leave(self.id, room);
-            broker.leave(room, self.id).await;
-            broker.release(room.clone());
-        }
-        let names: Vec<&str> = leaving.iter().map(|r| &**r).collect();
-        self.send(encode::left(&names, rid), "left");
-        Ok(())
+        self.send_error(refusal.code, &refusal.message, rid.as_deref());
     }
 
     /// Removes the named room (or all rooms) from this peer's list.
-    fn take_rooms(&mut self, room: Option<&str>) -> Result<Vec<Arc<str>>, Refusal> {
+    fn take_rooms(&mut self, room: Option<&str>) -> Result<Vec<Arc<str>>, RequestError> {
         match room {
             Some(name) => {
-                let index = self
-                    .rooms
-                    .iter()
-                    .position(|r| **r == *name)
-                    .ok_or_else(|| refuse(ErrorCode::NotInRoom, format!("not in room `{}`", clip(name, 64))))?;
+                let index = self.rooms.iter().position(|r| **r == *name).ok_or_else(|| RequestError::not_in(name))?;
                 Ok(vec![self.rooms.remove(index)])
             }
-            None if self.rooms.is_empty() => Err(refuse(ErrorCode::NotInRoom, "not in any room")),
+            None if self.rooms.is_empty() => Err(RequestError::new(ErrorCode::NotInRoom, "not in any room")),
             None => Ok(std::mem::take(&mut self.rooms)),
         }
     }
 
-    fn leave(&mut self, room: Option<&str>, rid: Option<&RawValue>) -> Result<(), Refusal> {
-        let leaving = self.take_rooms(room)?;
+    async fn leave(&mut self, leaving: Vec<Arc<str>>, rid: Option<Box<RawValue>>) {
         for room in &leaving {
-            self.app.hub.leave(self.id, room);
+            self.app.hub.leave(self.id, room).await;
         }
         let names: Vec<&str> = leaving.iter().map(|r| &**r).collect();
-        self.send(encode::left(&names, rid), "left");
-        Ok(())
+        self.send(encode::left(&names, rid.as_deref()), "left");
     }
 
-    fn relay(&mut self, relay: Relay<'_>, frame: &str, rid: Option<&RawValue>) -> Result<(), Refusal> {
+    fn relay(&mut self, relay: Relay<'_>, frame: &str, rid: Option<&RawValue>) -> Result<(), RequestError> {
         if self.rooms.is_empty() {
-            return Err(refuse(ErrorCode::NotInRoom, "join a room before signaling other peers"));
+            return Err(RequestError::new(ErrorCode::NotInRoom, "join a room before signaling other peers"));
         }
-        let unknown =
-            || refuse(ErrorCode::UnknownTarget, format!("no peer `{}` is connected", clip(&relay.target, 64)));
+        let unknown = || {
+            RequestError::new(ErrorCode::UnknownTarget, format!("no peer `{}` is connected", clip(&relay.target, 64)))
+        };
         let target = PeerId::parse(&relay.target).ok_or_else(unknown)?;
         let stamped = stamp(frame, relay.has_from, self.id.as_str())
-            .map_err(|err| refuse(ErrorCode::MalformedJson, err.to_string()))?;
-        let stamped = Utf8Bytes::from(stamped);
-        let routed = match self.app.hub.relay(&self.rooms, target, stamped.clone()) {
-            Ok(Route::Delivered) => Ok(()),
-            // The hub's mirror only lists peers on other nodes when there is a broker.
-            Ok(Route::Node(node)) => match &self.app.broker {
-                Some(broker) => broker.forward(node, target, self.id, stamped.as_str()).map_err(unavailable),
-                None => Err(unknown()),
-            },
-            Err(RelayError::UnknownTarget) => Err(unknown()),
-            Err(RelayError::NoSharedRoom) => {
-                Err(refuse(ErrorCode::NoSharedRoom, format!("peer `{target}` is in none of your rooms")))
+            .map_err(|err| RequestError::new(ErrorCode::MalformedJson, err.to_string()))?;
+        self.app.hub.relay(self.id, &self.rooms, target, Utf8Bytes::from(stamped)).map_err(|error| match error {
+            RelayError::UnknownTarget => unknown(),
+            RelayError::NoSharedRoom => {
+                RequestError::new(ErrorCode::NoSharedRoom, format!("peer `{target}` is in none of your rooms"))
             }
-            Err(RelayError::DeliveryFailed) => Err(refuse(
+            RelayError::DeliveryFailed => RequestError::new(
                 ErrorCode::DeliveryFailed,
                 format!("peer `{target}` is not reading its messages and is being disconnected"),
-            )),
-        };
-        routed?;
+            ),
+            RelayError::Unavailable(error) => RequestError::unavailable(error),
+        })?;
         self.app.metrics.messages_out(relay.kind.as_str(), 1);
         if let Some(rid) = rid {
             self.send(encode::ack(rid), "ack");
@@ -499,24 +439,22 @@ impl Session {
         Ok(())
     }
 
-    fn broadcast(&mut self, room: Option<&str>, data: &RawValue, rid: Option<&RawValue>) -> Result<(), Refusal> {
+    fn broadcast(&mut self, room: Option<&str>, data: &RawValue, rid: Option<&RawValue>) -> Result<(), RequestError> {
         let room = match (room, self.rooms.as_slice()) {
-            (Some(name), rooms) => rooms
-                .iter()
-                .find(|r| ***r == *name)
-                .ok_or_else(|| refuse(ErrorCode::NotInRoom, format!("not in room `{}`", clip(name, 64))))?,
+            (Some(name), rooms) => rooms.iter().find(|r| ***r == *name).ok_or_else(|| RequestError::not_in(name))?,
             (None, [only]) => only,
-            (None, []) => return Err(refuse(ErrorCode::NotInRoom, "join a room before broadcasting")),
-            (None, _) => return Err(refuse(ErrorCode::MissingField, "field `room` is required when in several rooms")),
+            (None, []) => return Err(RequestError::new(ErrorCode::NotInRoom, "join a room before broadcasting")),
+            (None, _) => {
+                return Err(RequestError::new(
+                    ErrorCode::MissingField,
+                    "field `room` is required when in several rooms",
+                ))
+            }
         };
         let frame = Utf8Bytes::from(encode::broadcast(self.id.as_str(), room, data));
-        let (_, elsewhere) = self.app.hub.broadcast(self.id, room, frame.clone());
-        if let (true, Some(broker)) = (elsewhere, &self.app.broker) {
-            broker.broadcast(room, self.id, frame.as_str()).map_err(|error| {
-                let message = format!("{error}: delivered to peers on this node only");
-                refuse(ErrorCode::Unavailable, message)
-            })?;
-        }
+        self.app.hub.broadcast(self.id, room, frame).map_err(|error| {
+            RequestError::new(ErrorCode::Unavailable, format!("{error}: delivered to peers on this node only"))
+        })?;
         if let Some(rid) = rid {
             self.send(encode::ack(rid), "ack");
         }
@@ -533,5 +471,36 @@ impl Session {
     fn send_error(&self, code: ErrorCode, message: &str, rid: Option<&RawValue>) {
         self.app.metrics.error(code);
         self.send(encode::error(code, message, rid), "error");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::connection::{serve, Environment, Timings};
+    use crate::lifecycle::Lifecycle;
+    use crate::telemetry::metrics::Metrics;
+
+    /// What an idle signaling peer costs is mostly its connection task's
+    /// future (docs/benchmarks.md has the measured memory): keep it within 1 KiB.
+    #[test]
+    fn an_idle_signaling_connection_s_future_fits_in_1_kib() {
+        let env = Arc::new(Environment {
+            lifecycle: Lifecycle::default(),
+            metrics: Arc::new(Metrics::install()),
+            timings: Timings {
+                ping_interval: std::time::Duration::from_secs(30),
+                ping_timeout: std::time::Duration::from_secs(20),
+                write_timeout: std::time::Duration::from_secs(10),
+                shutdown_code: 1001,
+            },
+            rate_limit_messages: 100,
+            rate_limit_bytes: 1 << 20,
+        });
+        // The setup is boxed, so its type does not change the loop's size.
+        let setup = Box::pin(std::future::pending::<Option<Connection<Session>>>());
+        let future = serve(env, setup);
+        let size = std::mem::size_of_val(&future);
+        assert!(size <= 1024, "the signaling connection's future is {size} bytes");
     }
 }

@@ -20,7 +20,8 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::broadcast::Receiver;
 use tokio::time::{interval, MissedTickBehavior};
 
-use crate::admission::{refuse, Admitted, Refusal};
+use super::admitted::{refuse, Admitted};
+use crate::admission::Refusal;
 use crate::app::App;
 use crate::hub::room::validate_name;
 use crate::telemetry::metrics::SseEndpoint;
@@ -78,7 +79,7 @@ pub async fn ticks(State(app): State<Arc<App>>, admitted: Admitted, headers: Hea
         let event = Event::default().id(seq.to_string()).data(data);
         Some((Ok::<_, Infallible>(event), (timer, seq + 1, held)))
     });
-    let events = events.take_until(app.lifecycle.close_connections.clone().cancelled_owned());
+    let events = events.take_until(app.lifecycle().close_connections.clone().cancelled_owned());
     Sse::new(events).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)).into_response()
 }
 
@@ -94,28 +95,10 @@ pub async fn room(Path(room): Path<String>, admitted: Admitted, State(app): Stat
         Ok(_) => {}
     }
     let room: Arc<str> = room.into();
-    // With a broker, the room may have members only on other nodes: subscribe to
-    // its events first, then read it, so nothing falls between the two.
-    let listed = match &app.broker {
-        Some(broker) => {
-            let listed = async {
-                broker.acquire(&room).await?;
-                match broker.members(&room).await {
-                    Ok(listed) => Ok(listed),
-                    Err(error) => {
-                        broker.release(room.clone());
-                        Err(error)
-                    }
-                }
-            };
-            match listed.await {
-                Ok(listed) => Some(listed),
-                Err(error) => return (StatusCode::SERVICE_UNAVAILABLE, error.to_string()).into_response(),
-            }
-        }
-        None => None,
+    let (snapshot, events) = match app.hub.observe(&room).await {
+        Ok(observed) => observed,
+        Err(error) => return (StatusCode::SERVICE_UNAVAILABLE, error.to_string()).into_response(),
     };
-    let (snapshot, events) = app.hub.observe(&room, listed);
     let watch = RoomWatch {
         app: app.clone(),
         room,
@@ -128,7 +111,7 @@ pub async fn room(Path(room): Path<String>, admitted: Admitted, State(app): Stat
         let data = watch.next().await?;
         Some((Ok(Event::default().data(data.as_str())), watch))
     });
-    let events = first.chain(rest).take_until(app.lifecycle.close_connections.clone().cancelled_owned());
+    let events = first.chain(rest).take_until(app.lifecycle().close_connections.clone().cancelled_owned());
 
     Sse::new(events).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)).into_response()
 }
@@ -159,8 +142,5 @@ impl Drop for RoomWatch {
         // The receiver must be gone before the hub counts the remaining ones.
         self.events = None;
         self.app.hub.release_observer(&self.room);
-        if let Some(broker) = &self.app.broker {
-            broker.release(self.room.clone());
-        }
     }
 }

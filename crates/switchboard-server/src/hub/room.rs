@@ -4,12 +4,12 @@ use std::sync::Arc;
 
 use axum::extract::ws::Utf8Bytes;
 use indexmap::IndexMap;
-use serde_json::value::RawValue;
 use switchboard_protocol::server::encode::PeerRef;
 use tokio::sync::broadcast;
 
+use crate::broker::{meta_of, user_of, Shown};
 use crate::outbox::Outbox;
-use crate::peer_id::PeerId;
+use crate::peer_id::{NodeId, PeerId};
 
 /// How many membership events an observer may fall behind before it is sent a
 /// fresh snapshot instead.
@@ -21,7 +21,7 @@ pub enum Location {
     /// To this node: frames go straight into its outbox.
     Local(Arc<Outbox>),
     /// To another node (when rooms are shared over a broker): frames go to that node.
-    Remote(PeerId),
+    Remote(NodeId),
 }
 
 /// A peer in a room.
@@ -29,20 +29,23 @@ pub enum Location {
 pub struct Member {
     /// Where to deliver frames for this peer.
     pub location: Location,
-    /// The metadata it joined with, shown to the others.
-    pub meta: Option<Box<RawValue>>,
-    /// The authenticated user, shown to the others.
-    pub user: Option<Arc<str>>,
-    /// With a broker: the seq of the last room event this member's `joined`
+    /// Its user and `meta`, shown to the others (shared with the broker's record).
+    pub shown: Shown,
+    /// The seq of the last room event this member's `joined`
     /// list already covers. The event stream may still carry older events; only
-    /// later ones are news to it. 0 on a single node.
+    /// later ones are news to it.
     pub since: u64,
 }
 
 impl Member {
     /// A member connected to this node, sent room events numbered after `since`.
-    pub fn local(outbox: Arc<Outbox>, user: Option<Arc<str>>, meta: Option<Box<RawValue>>, since: u64) -> Member {
-        Member { location: Location::Local(outbox), meta, user, since }
+    pub fn local(outbox: Arc<Outbox>, shown: Shown, since: u64) -> Member {
+        Member { location: Location::Local(outbox), shown, since }
+    }
+
+    /// A member connected to another node.
+    pub fn remote(node: NodeId, shown: Shown) -> Member {
+        Member { location: Location::Remote(node), shown, since: 0 }
     }
 
     /// The outbox of a local member that is to be sent a room event numbered
@@ -68,9 +71,9 @@ pub struct Room {
     pub capacity: Option<u32>,
     /// Membership events for `/sse/rooms/{room}`; `None` while nobody watches.
     pub observers: Option<broadcast::Sender<Utf8Bytes>>,
-    /// With a broker: joins of local peers that Redis is deciding right now.
+    /// Joins of local peers that the broker is deciding right now.
     pub pending_joins: u32,
-    /// With a broker, while joins are pending: the events applied meanwhile, which
+    /// While joins are pending: the events applied meanwhile, which
     /// may be newer than a pending join's snapshot of the room.
     pub recent: Vec<Recent>,
 }
@@ -110,7 +113,7 @@ impl Room {
     pub fn peer_refs(&self) -> Vec<PeerRef<'_>> {
         self.members
             .iter()
-            .map(|(id, m)| PeerRef { id: id.as_str(), user: m.user.as_deref(), meta: m.meta.as_deref() })
+            .map(|(id, m)| PeerRef { id: id.as_str(), user: user_of(&m.shown), meta: meta_of(&m.shown) })
             .collect()
     }
 

@@ -1,0 +1,227 @@
+//! The one seam between the hub and the deployment it runs in.
+//!
+//! The hub (`hub::Hub`) keeps this node's peers and delivers frames to
+//! them; a [`Broker`] decides membership for the whole deployment and carries
+//! what must reach other nodes. Every endpoint talks to the hub, and the hub
+//! talks to a broker through this trait only: it never asks which one it has.
+//!
+//! * [`memory::MemoryBroker`], the default: one node, no external service.
+//! * `cluster::RedisBroker`: several nodes sharing rooms over Redis.
+//!
+//! Both follow one contract, so one hub path serves both:
+//!
+//! * **Joins are decided here.** [`Broker::join`] checks capacity and admits
+//!   atomically, numbers the join among the room's events, and answers with the
+//!   room's members as of that number.
+//! * **Membership events come back through [`RoomEvents::apply`]**, on every node
+//!   with an interest in the room (the joiner's included), in the one order the
+//!   broker gave them. That is the only place `peer-joined` and `peer-left` are
+//!   sent from. A broker may call `apply` from inside `join` or `leave` (the
+//!   in-memory one does); the hub holds none of its locks across those calls.
+//! * **Relays and broadcasts for other nodes** go through [`Broker::forward`]
+//!   and [`Broker::broadcast`]; what arrives from other nodes is handed to the
+//!   hub with [`RoomEvents::deliver`] and [`RoomEvents::apply`].
+//!
+//! The centrifuge server pairs its `Broker` interface with an in-memory default
+//! the same way.
+
+pub mod memory;
+
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+use serde_json::value::RawValue;
+use switchboard_protocol::ErrorCode;
+
+use crate::peer_id::{NodeId, PeerId};
+
+/// Why the broker could not do something. Whatever it is, the peer is told
+/// `unavailable` and may try again.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    /// The backing service is unreachable (or was, and this node has not
+    /// re-registered with it yet).
+    #[error("the broker is unreachable")]
+    Down,
+    /// The backing service did not answer in time.
+    #[error("the broker did not answer in time")]
+    Timeout,
+    /// Too much is waiting to be sent to other nodes.
+    #[error("too many messages are waiting for the broker")]
+    Backlog,
+    /// The backing service refused or failed a command.
+    #[error("the broker failed: {0}")]
+    Failed(String),
+    /// The backing service answered something it never should.
+    #[error("unexpected answer from the broker")]
+    Protocol,
+}
+
+/// How a member is shown to the others: its authenticated user and its `meta`.
+/// Shared (by `Arc`) between the broker's record and the hub's member.
+#[derive(Debug)]
+pub struct Profile {
+    /// The token's subject.
+    pub user: Option<Arc<str>>,
+    /// The `meta` object it joined with.
+    pub meta: Option<Box<RawValue>>,
+}
+
+/// A member's profile; `None` for an anonymous member without `meta`, the
+/// common case, which then costs no allocation.
+pub type Shown = Option<Arc<Profile>>;
+
+/// A profile from its parts; `None` when there is nothing to show.
+pub fn shown(user: Option<Arc<str>>, meta: Option<Box<RawValue>>) -> Shown {
+    match (user, meta) {
+        (None, None) => None,
+        (user, meta) => Some(Arc::new(Profile { user, meta })),
+    }
+}
+
+/// The user of a profile.
+pub fn user_of(shown: &Shown) -> Option<&str> {
+    shown.as_deref().and_then(|p| p.user.as_deref())
+}
+
+/// The `meta` of a profile.
+pub fn meta_of(shown: &Shown) -> Option<&RawValue> {
+    shown.as_deref().and_then(|p| p.meta.as_deref())
+}
+
+/// A room member as the broker lists it.
+#[derive(Debug, Clone)]
+pub struct Listed {
+    /// The peer.
+    pub id: PeerId,
+    /// The node it is connected to.
+    pub node: NodeId,
+    /// How it is shown.
+    pub shown: Shown,
+}
+
+/// What the broker decided about a join.
+#[derive(Debug)]
+pub enum Verdict {
+    /// In, as the room's event `seq`.
+    Admitted {
+        /// The room's capacity, if it has one (already capped by the server's maximum).
+        capacity: Option<u32>,
+        /// The join's number among the room's events.
+        seq: u64,
+        /// Every member as of `seq`, oldest first, the newcomer included.
+        members: Vec<Listed>,
+    },
+    /// The room is full at this capacity.
+    Full(u32),
+    /// The peer is already a member.
+    AlreadyJoined,
+}
+
+/// A membership event of one room, numbered by the broker.
+#[derive(Debug)]
+pub enum RoomEvent<'a> {
+    /// A peer joined. `restored`: its node wrote it back after the broker lost
+    /// it (it never left), which is news only to nodes that had forgotten it.
+    Joined {
+        /// The event's number.
+        seq: u64,
+        /// Who joined, where, shown how.
+        member: Listed,
+        /// Written back, not new.
+        restored: bool,
+    },
+    /// A peer left.
+    Left {
+        /// The event's number.
+        seq: u64,
+        /// Who left.
+        peer: PeerId,
+    },
+    /// A room broadcast from `sender` on another node `node`, as delivered.
+    Broadcast {
+        /// The sender's node.
+        node: NodeId,
+        /// The sender.
+        sender: PeerId,
+        /// The frame, as members receive it.
+        frame: &'a str,
+    },
+}
+
+/// Why a relay from another node could not be delivered here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Undelivered {
+    /// No such peer on this node (it left).
+    Gone,
+    /// Its send queue overflowed.
+    Full,
+}
+
+/// What a broker hands back to the hub: implemented by
+/// the hub (`hub::Hub`), so the broker never depends on it.
+pub trait RoomEvents: Send + Sync {
+    /// Applies one event of `room`'s stream: the mirror of other nodes'
+    /// members is updated and local members are told.
+    fn apply(&self, room: &str, event: RoomEvent<'_>);
+    /// Delivers a relay another node routed to a local peer.
+    fn deliver(&self, target: PeerId, frame: &str) -> Result<(), Undelivered>;
+    /// Tells a local peer about an error outside any request of its own (a
+    /// relay that failed on the way to another node).
+    fn tell_error(&self, peer: PeerId, code: ErrorCode, message: &str, rid: Option<&RawValue>);
+    /// This node's members of every room, to write back after the broker lost them.
+    fn local_members(&self) -> Vec<(Arc<str>, Vec<Listed>)>;
+    /// After events may have been missed: reconciles the room with the
+    /// broker's list as of `seq`; returns the members on other nodes the list
+    /// no longer has (see [`RoomEvents::forget`]).
+    fn resync(&self, room: &str, seq: u64, members: Vec<Listed>) -> Vec<PeerId>;
+    /// Removes members on other nodes that are gone for good, telling local members.
+    fn forget(&self, room: &str, gone: &[PeerId]);
+}
+
+/// Membership and delivery for a whole deployment. See the module docs for
+/// the contract both implementations keep.
+pub trait Broker: Send + Sync {
+    /// This node's id.
+    fn node(&self) -> NodeId;
+
+    /// Starts the broker, handing what it hears to `events` (the hub).
+    fn start(self: Arc<Self>, events: Arc<dyn RoomEvents>);
+
+    /// Starts hearing `room`'s events on this node, if it does not yet, and
+    /// counts one more reason to. Pair with [`Broker::release`].
+    fn acquire<'a>(&'a self, room: &'a Arc<str>) -> BoxFuture<'a, Result<(), BrokerError>>;
+
+    /// Drops one reason to hear `room`'s events.
+    fn release(&self, room: Arc<str>);
+
+    /// Admits `member` to `room` if it has room for it; `capacity` applies if
+    /// the join creates the room. Publishes the join to every node (this one too).
+    fn join<'a>(
+        &'a self,
+        room: &'a Arc<str>,
+        member: &'a Listed,
+        capacity: Option<u32>,
+    ) -> BoxFuture<'a, Result<Verdict, BrokerError>>;
+
+    /// Removes `peer` of this node from `room` and publishes its departure. Never
+    /// fails: what cannot be recorded now is put right when the broker is back.
+    fn leave<'a>(&'a self, room: &'a Arc<str>, peer: PeerId) -> BoxFuture<'a, ()>;
+
+    /// Every member of `room`, on every node, oldest first.
+    fn members<'a>(&'a self, room: &'a str) -> BoxFuture<'a, Result<Vec<Listed>, BrokerError>>;
+
+    /// Queues a relay for `target` on another node.
+    fn forward(&self, node: NodeId, target: PeerId, sender: PeerId, frame: &str) -> Result<(), BrokerError>;
+
+    /// Queues a broadcast for `room`'s members on other nodes.
+    fn broadcast(&self, room: &str, sender: PeerId, frame: &str) -> Result<(), BrokerError>;
+
+    /// The state of the backing service, for `/readyz` (`"up"`, `"down"`);
+    /// `None` when there is none.
+    fn state(&self) -> Option<&'static str>;
+
+    /// Leaves the deployment on a clean shutdown: this node's peers leave their
+    /// rooms at once, rather than when the others notice the node is gone.
+    fn stop(&self) -> BoxFuture<'_, ()>;
+}

@@ -1,0 +1,149 @@
+//! What the broker hands back to the hub: a room's numbered events, relays
+//! from other nodes, and the reconciliation after an outage. Together they keep
+//! this node's mirror of the members on other nodes (the
+//! [`Location::Remote`](super::room::Location::Remote) entries, kept for routing) and are the only place
+//! local members are told `peer-joined` / `peer-left`.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use axum::extract::ws::{Message, Utf8Bytes};
+use serde_json::value::RawValue;
+use switchboard_protocol::server::encode;
+use switchboard_protocol::ErrorCode;
+
+use super::room::{Member, Recent, Room};
+use super::Hub;
+use crate::broker::{meta_of, user_of, Listed, RoomEvent, RoomEvents, Undelivered};
+use crate::peer_id::PeerId;
+
+impl RoomEvents for Hub {
+    fn apply(&self, room_name: &str, event: RoomEvent<'_>) {
+        let Some(mut room) = self.rooms.get_mut(room_name) else {
+            // Nobody here is in the room or watches it any more.
+            return;
+        };
+        match event {
+            RoomEvent::Joined { seq, member, restored } => {
+                let peer = member.id;
+                if restored && room.members.contains_key(&peer) {
+                    // Written back after the broker lost it: this node never forgot it.
+                    return;
+                }
+                let event: Utf8Bytes =
+                    encode::peer_joined(peer.as_str(), room_name, user_of(&member.shown), meta_of(&member.shown))
+                        .into();
+                let remote = (member.node != self.node).then(|| Member::remote(member.node, member.shown));
+                if room.pending_joins > 0 {
+                    let joined = remote.clone();
+                    room.recent.push(Recent { seq, peer, joined, left: false, frame: event.clone() });
+                }
+                if let (Some(member), false) = (remote, room.members.contains_key(&peer)) {
+                    room.members.insert(peer, member);
+                }
+                self.fan_out(&room, Some(peer), &event, "peer-joined", Some(seq));
+                room.notify_observers(&event);
+            }
+            RoomEvent::Left { seq, peer } => {
+                if room.members.get(&peer).is_some_and(|m| !m.is_local()) {
+                    room.members.shift_remove(&peer);
+                }
+                let event: Utf8Bytes = encode::peer_left(peer.as_str(), room_name).into();
+                if room.pending_joins > 0 {
+                    room.recent.push(Recent { seq, peer, joined: None, left: true, frame: event.clone() });
+                }
+                self.fan_out(&room, Some(peer), &event, "peer-left", Some(seq));
+                room.notify_observers(&event);
+            }
+            RoomEvent::Broadcast { node, sender, frame } => {
+                // This node delivered its own broadcasts when they were sent.
+                if node != self.node {
+                    self.fan_out(&room, Some(sender), &Utf8Bytes::from(frame), "broadcast", None);
+                }
+            }
+        }
+    }
+
+    fn deliver(&self, target: PeerId, frame: &str) -> Result<(), Undelivered> {
+        let outbox = self.peers.get(&target).ok_or(Undelivered::Gone)?;
+        outbox.push(Message::Text(frame.into())).map_err(|_| Undelivered::Full)
+    }
+
+    fn tell_error(&self, peer: PeerId, code: ErrorCode, message: &str, rid: Option<&RawValue>) {
+        if let Some(outbox) = self.peers.get(&peer) {
+            self.metrics.error(code);
+            self.metrics.messages_out("error", 1);
+            let _ = outbox.push(Message::Text(encode::error(code, message, rid).into()));
+        }
+    }
+
+    fn local_members(&self) -> Vec<(Arc<str>, Vec<Listed>)> {
+        self.rooms
+            .iter()
+            .map(|room| {
+                let members = room
+                    .members
+                    .iter()
+                    .filter(|(_, m)| m.is_local())
+                    .map(|(id, m)| Listed { id: *id, node: self.node, shown: m.shown.clone() })
+                    .collect();
+                (room.key().clone(), members)
+            })
+            .collect()
+    }
+
+    /// Adds the members the broker lists (as of event `seq`) that this node did
+    /// not know, telling local members, and from now on sends them every event
+    /// after `seq` (the broker may have restarted its count). Members on other
+    /// nodes that the list lacks may have left, or their node may not have
+    /// written them back yet: they are returned, for [`RoomEvents::forget`] to
+    /// settle later.
+    fn resync(&self, room_name: &str, seq: u64, members: Vec<Listed>) -> Vec<PeerId> {
+        let Some(mut room) = self.rooms.get_mut(room_name) else { return Vec::new() };
+        let listed: HashSet<PeerId> = members.iter().map(|m| m.id).collect();
+        let missing =
+            room.members.iter().filter(|(id, m)| !m.is_local() && !listed.contains(id)).map(|(id, _)| *id).collect();
+        for member in members {
+            if member.node == self.node || room.members.contains_key(&member.id) {
+                continue;
+            }
+            let event: Utf8Bytes =
+                encode::peer_joined(member.id.as_str(), room_name, user_of(&member.shown), meta_of(&member.shown))
+                    .into();
+            self.fan_out(&room, None, &event, "peer-joined", None);
+            room.notify_observers(&event);
+            room.members.insert(member.id, Member::remote(member.node, member.shown));
+        }
+        for member in room.members.values_mut() {
+            member.since = seq;
+        }
+        missing
+    }
+
+    fn forget(&self, room_name: &str, gone: &[PeerId]) {
+        let Some(mut room) = self.rooms.get_mut(room_name) else { return };
+        for id in gone {
+            if room.members.get(id).is_some_and(|m| !m.is_local()) {
+                room.members.shift_remove(id);
+                let event: Utf8Bytes = encode::peer_left(id.as_str(), room_name).into();
+                self.fan_out(&room, None, &event, "peer-left", None);
+                room.notify_observers(&event);
+            }
+        }
+    }
+}
+
+impl Hub {
+    /// Replaces the members on other nodes with those `members` lists (local
+    /// ones are this node's own business), silently: for a room's snapshot.
+    pub(super) fn replace_mirror(&self, room: &mut Room, members: Vec<Listed>) {
+        let listed: HashSet<PeerId> = members.iter().map(|m| m.id).collect();
+        room.members.retain(|id, m| m.is_local() || listed.contains(id));
+        for listed in members {
+            if listed.node == self.node || room.members.contains_key(&listed.id) {
+                continue;
+            }
+            room.members.insert(listed.id, Member::remote(listed.node, listed.shown));
+        }
+    }
+}

@@ -1,0 +1,270 @@
+//! The hub over both kinds of broker: the in-memory one, and a scripted one
+//! that plays what Redis can do to a node (events racing a join, members on
+//! other nodes, a resync after an outage).
+
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+
+use futures_util::future::{self, BoxFuture, FutureExt};
+use switchboard_protocol::ServerMessage;
+
+use super::*;
+use crate::broker::memory::MemoryBroker;
+use crate::broker::{RoomEvent, RoomEvents};
+use crate::outbox::QueueLimits;
+
+fn memory_hub(max: u32) -> Arc<Hub> {
+    Hub::start(Arc::new(MemoryBroker::new(max)), Arc::new(Metrics::install()))
+}
+
+fn outbox() -> Arc<Outbox> {
+    Arc::new(Outbox::new(QueueLimits { messages: 100, bytes: 1 << 20 }))
+}
+
+fn joiner(id: PeerId, outbox: &Arc<Outbox>, capacity: Option<u32>) -> Joiner<'_> {
+    Joiner { id, outbox, shown: None, capacity }
+}
+
+fn drain(outbox: &Outbox) -> Vec<ServerMessage> {
+    outbox.take().unwrap().into_iter().map(|m| ServerMessage::decode(m.to_text().unwrap()).unwrap()).collect()
+}
+
+#[tokio::test]
+async fn join_leave_and_cleanup() {
+    let hub = memory_hub(1000);
+    let room: Arc<str> = "r".into();
+    let (a, b) = (PeerId::random(), PeerId::random());
+    let (oa, ob) = (outbox(), outbox());
+    hub.connect(a, oa.clone());
+    hub.connect(b, ob.clone());
+    hub.join(joiner(a, &oa, Some(2)), &room, None).await.unwrap();
+    hub.join(joiner(b, &ob, None), &room, None).await.unwrap();
+    assert!(matches!(hub.join(joiner(b, &ob, None), &room, None).await, Err(JoinError::AlreadyJoined)));
+    let c = PeerId::random();
+    let full = hub.join(joiner(c, &outbox(), None), &room, None).await;
+    assert!(matches!(full, Err(JoinError::RoomFull { capacity: 2 })), "{full:?}");
+
+    assert!(
+        matches!(&drain(&oa)[..], [ServerMessage::Joined { .. }, ServerMessage::PeerJoined { id, .. }] if id == b.as_str())
+    );
+    match &drain(&ob)[..] {
+        [ServerMessage::Joined { peers, capacity: Some(2), .. }] => assert_eq!(peers[0].id, a.as_str()),
+        other => panic!("{other:?}"),
+    }
+    hub.disconnect(b, vec![room.clone()]);
+    assert!(matches!(&drain(&oa)[..], [ServerMessage::PeerLeft { id, .. }] if id == b.as_str()));
+    assert!(hub.leave(a, &room).await);
+    assert_eq!(hub.room_count(), 0, "an empty room is dropped");
+    assert!(!hub.leave(a, &room).await, "not a member any more");
+}
+
+#[tokio::test]
+async fn relay_distinguishes_unknown_from_unshared() {
+    let hub = memory_hub(1000);
+    let (a, b, c) = (PeerId::random(), PeerId::random(), PeerId::random());
+    let (r1, r2): (Arc<str>, Arc<str>) = ("one".into(), "two".into());
+    let mut boxes = Vec::new();
+    for (id, room) in [(a, &r1), (b, &r1), (c, &r2)] {
+        let outbox = outbox();
+        hub.connect(id, outbox.clone());
+        hub.join(joiner(id, &outbox, None), room, None).await.unwrap();
+        boxes.push(outbox);
+    }
+    let rooms = std::slice::from_ref(&r1);
+    assert!(hub.relay(a, rooms, b, "{}".into()).is_ok());
+    assert!(matches!(hub.relay(a, rooms, c, "{}".into()), Err(RelayError::NoSharedRoom)));
+    assert!(matches!(hub.relay(a, rooms, PeerId::random(), "{}".into()), Err(RelayError::UnknownTarget)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_joins_on_one_node_admit_exactly_capacity_and_agree_on_the_room() {
+    let hub = memory_hub(1000);
+    let room: Arc<str> = "race".into();
+    let peers: Vec<(PeerId, Arc<Outbox>)> = (0..24).map(|_| (PeerId::random(), outbox())).collect();
+    for (id, outbox) in &peers {
+        hub.connect(*id, outbox.clone());
+    }
+    let tasks: Vec<_> = peers
+        .iter()
+        .cloned()
+        .map(|(id, outbox)| {
+            let (hub, room) = (hub.clone(), room.clone());
+            tokio::spawn(async move { hub.join(joiner(id, &outbox, Some(5)), &room, None).await.is_ok().then_some(id) })
+        })
+        .collect();
+    let mut members = Vec::new();
+    for task in tasks {
+        members.extend(task.await.unwrap());
+    }
+    assert_eq!(members.len(), 5);
+    // Every member's view (its `joined` list plus later `peer-joined`) is the
+    // room's four others, each exactly once.
+    for (id, outbox) in peers.iter().filter(|(id, _)| members.contains(id)) {
+        let mut seen: Vec<String> = Vec::new();
+        for message in drain(outbox) {
+            match message {
+                ServerMessage::Joined { peers, .. } => seen.extend(peers.into_iter().map(|p| p.id)),
+                ServerMessage::PeerJoined { id, .. } => seen.push(id),
+                ServerMessage::Error { .. } => {}
+                other => panic!("{other:?}"),
+            }
+        }
+        seen.sort();
+        let mut expected: Vec<String> = members.iter().filter(|m| *m != id).map(|m| m.as_str().to_owned()).collect();
+        expected.sort();
+        assert_eq!(seen, expected, "the view of {id}");
+    }
+}
+
+/// What a scripted broker does to the hub while it "decides" a join.
+type Script = Box<dyn FnOnce(&dyn RoomEvents) + Send>;
+
+/// A broker whose answers a test writes: each join runs `script` (which may
+/// apply events to the hub, as Redis would deliver them meanwhile) and then
+/// returns the next verdict.
+struct Scripted {
+    node: NodeId,
+    events: OnceLock<Weak<dyn RoomEvents>>,
+    verdicts: Mutex<Vec<Verdict>>,
+    script: Mutex<Option<Script>>,
+}
+
+impl Scripted {
+    fn hub(verdicts: Vec<Verdict>) -> (Arc<Hub>, Arc<Scripted>) {
+        let broker = Arc::new(Scripted {
+            node: NodeId::random(),
+            events: OnceLock::new(),
+            verdicts: Mutex::new(verdicts),
+            script: Mutex::new(None),
+        });
+        (Hub::start(broker.clone(), Arc::new(Metrics::install())), broker)
+    }
+
+    fn hub_events(&self) -> Arc<dyn RoomEvents> {
+        self.events.get().and_then(Weak::upgrade).unwrap()
+    }
+
+    fn during_next_join(&self, script: impl FnOnce(&dyn RoomEvents) + Send + 'static) {
+        *self.script.lock().unwrap() = Some(Box::new(script));
+    }
+}
+
+impl Broker for Scripted {
+    fn node(&self) -> NodeId {
+        self.node
+    }
+    fn start(self: Arc<Self>, events: Arc<dyn RoomEvents>) {
+        let _ = self.events.set(Arc::downgrade(&events));
+    }
+    fn acquire<'a>(&'a self, _: &'a Arc<str>) -> BoxFuture<'a, Result<(), BrokerError>> {
+        future::ready(Ok(())).boxed()
+    }
+    fn release(&self, _: Arc<str>) {}
+    fn join<'a>(
+        &'a self,
+        _: &'a Arc<str>,
+        _: &'a Listed,
+        _: Option<u32>,
+    ) -> BoxFuture<'a, Result<Verdict, BrokerError>> {
+        if let Some(script) = self.script.lock().unwrap().take() {
+            script(&*self.hub_events());
+        }
+        let verdict = self.verdicts.lock().unwrap().remove(0);
+        future::ready(Ok(verdict)).boxed()
+    }
+    fn leave<'a>(&'a self, _: &'a Arc<str>, _: PeerId) -> BoxFuture<'a, ()> {
+        future::ready(()).boxed()
+    }
+    fn members<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<Vec<Listed>, BrokerError>> {
+        future::ready(Ok(Vec::new())).boxed()
+    }
+    fn forward(&self, _: NodeId, _: PeerId, _: PeerId, _: &str) -> Result<(), BrokerError> {
+        Ok(())
+    }
+    fn broadcast(&self, _: &str, _: PeerId, _: &str) -> Result<(), BrokerError> {
+        Ok(())
+    }
+    fn state(&self) -> Option<&'static str> {
+        Some("up")
+    }
+    fn stop(&self) -> BoxFuture<'_, ()> {
+        future::ready(()).boxed()
+    }
+}
+
+fn remote(id: PeerId, node: NodeId) -> Listed {
+    Listed { id, node, shown: None }
+}
+
+#[tokio::test]
+async fn a_newcomer_hears_only_events_after_its_join_and_those_that_raced_it() {
+    let there = NodeId::random();
+    let (old, late, newcomer) = (PeerId::random(), PeerId::random(), PeerId::random());
+    // The join is admitted at seq 5, with a snapshot that predates `late`...
+    let listed = vec![remote(old, there)];
+    let (hub, broker) = Scripted::hub(vec![Verdict::Admitted { capacity: None, seq: 5, members: listed }]);
+    // ...while the event stream brings an event newer than the snapshot (seq 6).
+    broker.during_next_join(move |events| {
+        events.apply("r", RoomEvent::Joined { seq: 6, member: remote(late, there), restored: false })
+    });
+    let room: Arc<str> = "r".into();
+    let outbox = outbox();
+    hub.connect(newcomer, outbox.clone());
+    hub.join(joiner(newcomer, &outbox, None), &room, None).await.unwrap();
+    // An old event (seq 4) arriving late is not news to the newcomer.
+    broker.hub_events().apply("r", RoomEvent::Joined { seq: 4, member: remote(old, there), restored: false });
+    match &drain(&outbox)[..] {
+        [ServerMessage::Joined { peers, .. }, ServerMessage::PeerJoined { id, .. }] => {
+            assert_eq!(peers.len(), 1);
+            assert_eq!(peers[0].id, old.as_str());
+            assert_eq!(id, late.as_str(), "the event that raced the join is replayed");
+        }
+        other => panic!("{other:?}"),
+    }
+    // Both remote peers are routed through the broker, not refused.
+    let rooms = std::slice::from_ref(&room);
+    assert!(hub.relay(newcomer, rooms, late, "{}".into()).is_ok());
+    assert!(hub.relay(newcomer, rooms, old, "{}".into()).is_ok());
+}
+
+#[tokio::test]
+async fn a_restored_peer_is_not_announced_twice_and_departures_wait_for_confirmation() {
+    let there = NodeId::random();
+    let (me, kept, gone) = (PeerId::random(), PeerId::random(), PeerId::random());
+    let members = vec![remote(kept, there), remote(gone, there)];
+    let (hub, broker) = Scripted::hub(vec![Verdict::Admitted { capacity: None, seq: 3, members }]);
+    let room: Arc<str> = "r".into();
+    let outbox = outbox();
+    hub.connect(me, outbox.clone());
+    hub.join(joiner(me, &outbox, None), &room, None).await.unwrap();
+    drain(&outbox);
+    let events = broker.hub_events();
+    // The broker came back empty: the resync finds neither; nothing is said yet.
+    let missing = events.resync("r", 0, Vec::new());
+    assert_eq!(missing.len(), 2);
+    assert!(outbox.take().unwrap().is_empty());
+    // `kept`'s node writes it back: a restored event, not news.
+    events.apply("r", RoomEvent::Joined { seq: 1, member: remote(kept, there), restored: true });
+    assert!(outbox.take().unwrap().is_empty());
+    // A TTL later, only `gone` is still missing: it left.
+    events.forget("r", &[gone]);
+    assert!(matches!(&drain(&outbox)[..], [ServerMessage::PeerLeft { id, .. }] if id == gone.as_str()));
+}
+
+#[tokio::test]
+async fn observers_see_a_consistent_snapshot_then_events() {
+    let hub = memory_hub(1000);
+    let room: Arc<str> = "watched".into();
+    let (snapshot, mut events) = hub.observe(&room).await.unwrap();
+    assert!(snapshot.as_str().contains("\"peers\":[]"));
+    let a = PeerId::random();
+    let outbox = outbox();
+    hub.connect(a, outbox.clone());
+    hub.join(joiner(a, &outbox, None), &room, None).await.unwrap();
+    hub.leave(a, &room).await;
+    assert!(events.try_recv().unwrap().as_str().contains("peer-joined"));
+    assert!(events.try_recv().unwrap().as_str().contains("peer-left"));
+    assert_eq!(hub.room_count(), 1, "kept while observed");
+    drop(events);
+    hub.release_observer(&room);
+    assert_eq!(hub.room_count(), 0);
+}
