@@ -141,6 +141,38 @@ async fn required_auth_gives_no_peer_id_without_a_valid_token() {
     assert!(server.metric("switchboard_refused_total{reason=\"unauthorized\"}").await >= 8.0);
 }
 
+/// Before `welcome` the size rules hold too, and tighter: one token-sized
+/// frame. A refusal from an `auth` message is logged with the client's IP, as
+/// refusals of tokens on the URL are.
+#[tokio::test]
+async fn an_unauthenticated_client_gets_one_small_frame_and_refusals_name_its_ip() {
+    let server = required(&["--max-message-size", "16384"]);
+    let alice = token("alice", &[], "1h");
+    // A valid token, padded past the pre-auth budget but under the hard limit (4 × 16 KiB).
+    let padded = json!({"type": "auth", "token": alice, "pad": "x".repeat(20_000)}).to_string();
+    let mut socket = connect(&server, "/ws", &[]).await.unwrap();
+    socket.send(Message::text(padded)).await.unwrap();
+    let refusal = next_json(&mut socket).await;
+    assert_eq!(refusal["type"], "error", "no welcome: {refusal}");
+    assert_eq!(refusal["code"], "message-too-large", "{refusal}");
+    expect_close(&mut socket, CloseCode::Policy).await;
+
+    // The same token in a small frame is let in.
+    let mut socket = connect(&server, "/ws", &[]).await.unwrap();
+    socket.send(Message::text(json!({"type": "auth", "token": alice}).to_string())).await.unwrap();
+    assert_eq!(next_json(&mut socket).await["type"], "welcome");
+
+    let mut socket = connect(&server, "/ws", &[]).await.unwrap();
+    socket.send(Message::text(json!({"type": "auth", "token": "not-a-token"}).to_string())).await.unwrap();
+    assert_eq!(next_json(&mut socket).await["code"], "unauthorized");
+    let logs = server.logs();
+    let refusals: Vec<&str> = logs.lines().filter(|l| l.contains("refused signaling connection")).collect();
+    assert_eq!(refusals.len(), 2, "{logs}");
+    for line in refusals {
+        assert!(line.contains("\"ip\":\"127.0.0.1\""), "refusal without the client IP: {line}");
+    }
+}
+
 #[tokio::test]
 async fn a_token_gets_only_its_rooms_and_names_its_user() {
     let server = required(&[]);
