@@ -28,8 +28,6 @@ const FILES = {
   matchbox: ["matchbox-raw.test.mjs", "matchbox-native.test.mjs"],
   cluster: ["cluster.test.mjs"],
 };
-/** The page origin the Chromium tests load their PeerJS app from (lib/browser.mjs). */
-const APP_ORIGIN = "http://app.compat.test";
 
 let target = process.env.COMPAT_TARGET ?? "switchboard";
 /** @type {string[]} */
@@ -64,6 +62,9 @@ if (target === "original" && selected.includes("cluster")) {
 /** @type {ReturnType<typeof spawnLogged>[]} */
 const servers = [];
 const env = { ...process.env, COMPAT_TARGET: target, SWITCHBOARD_BIN: BINARY };
+// The origin of the PeerJS app page the Chromium tests serve (lib/browser.mjs).
+env.COMPAT_APP_PORT ??= String(await freePort());
+const APP_ORIGIN = `http://127.0.0.1:${env.COMPAT_APP_PORT}`;
 
 async function startSwitchboard() {
   if (!existsSync(BINARY)) {
