@@ -116,7 +116,7 @@ async function main() {
     }
   }
 
-  if (selected.includes("matchbox")) {
+  if (selected.includes("matchbox") || selected.includes("cluster")) {
     console.log("== building tests/compat/matchbox-native (matchbox_socket 0.14)");
     const started = Date.now();
     const built = spawnSync("cargo", ["build", "--locked", "--release", "--manifest-path", path.join(COMPAT_DIR, "matchbox-native/Cargo.toml")], { stdio: "inherit" });
