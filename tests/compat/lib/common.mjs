@@ -7,6 +7,7 @@ import { createServer, connect as tcpConnect } from "node:net";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { setTimeout as sleep } from "node:timers/promises";
+import { after } from "node:test";
 import WebSocket from "ws";
 
 export const COMPAT_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
@@ -89,12 +90,16 @@ export async function waitFor(fn, { timeout = 20000, interval = 100, message = "
   }
 }
 
+/** Child processes started by this process (killed after the file, if still running). */
+export const children = new Set();
+
 /**
  * A child process whose output is kept (last lines) for failure reports.
  * @param {string} cmd @param {string[]} args @param {import("node:child_process").SpawnOptions} [options]
  */
 export function spawnLogged(cmd, args, options = {}) {
   const child = spawn(cmd, args, { stdio: ["ignore", "pipe", "pipe"], ...options });
+  children.add(child);
   /** @type {string[]} */
   const lines = [];
   const keep = (/** @type {Buffer} */ chunk) => {
@@ -125,6 +130,9 @@ export function spawnLogged(cmd, args, options = {}) {
  * Text frames are parsed as JSON when they are JSON (`.json`), kept raw in `.raw`.
  */
 export class Client {
+  /** Every client made in this process: a failed test's leftovers are terminated after the file. */
+  static all = new Set();
+
   /** @param {string} url @param {import("ws").ClientOptions} [options] */
   static async open(url, options = {}) {
     const client = new Client(url, options);
@@ -134,6 +142,7 @@ export class Client {
 
   /** @param {string} url @param {import("ws").ClientOptions} [options] */
   constructor(url, options = {}) {
+    Client.all.add(this);
     this.url = url;
     this.ws = new WebSocket(url, options);
     /** @type {{ raw: string, json: any }[]} */
@@ -145,7 +154,13 @@ export class Client {
     this.opened = new Promise((resolve, reject) => {
       this.ws.once("open", resolve);
       this.ws.once("error", reject);
-      this.ws.once("unexpected-response", (_req, res) => reject(Object.assign(new Error(`${url}: HTTP ${res.statusCode}`), { status: res.statusCode })));
+      this.ws.once("unexpected-response", (req, res) => {
+        // With this listener ws leaves the request open: end it here.
+        res.resume();
+        req.destroy();
+        this.ws.terminate();
+        reject(Object.assign(new Error(`${url}: HTTP ${res.statusCode} instead of a WebSocket upgrade`), { status: res.statusCode }));
+      });
     });
     this.closed = new Promise((resolve) => {
       this.ws.once("close", (code, reason) => {
@@ -237,6 +252,12 @@ export class Client {
     this.ws.terminate();
   }
 }
+
+// A test that fails midway leaves its sockets open; they must not keep the file's process alive.
+after(() => {
+  for (const c of Client.all) c.terminate();
+  for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+});
 
 /** Closes every client given, ignoring errors. */
 export async function closeAll(...clients) {

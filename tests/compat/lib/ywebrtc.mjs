@@ -3,7 +3,7 @@
 import { spawn } from "node:child_process";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import { COMPAT_DIR } from "./common.mjs";
+import { COMPAT_DIR, children } from "./common.mjs";
 
 /** Starts a peer process; resolves once it has printed "subscribed". */
 export async function startPeer(url, room, name, password = "") {
@@ -11,6 +11,7 @@ export async function startPeer(url, room, name, password = "") {
     cwd: COMPAT_DIR,
     stdio: ["pipe", "pipe", "pipe"],
   });
+  children.add(child);
   /** @type {string[]} */
   const lines = [];
   /** @type {string[]} */
@@ -56,7 +57,12 @@ export async function startPeer(url, room, name, password = "") {
       clearTimeout(timer);
     },
   };
-  await peer.waitLine("subscribed", 20000);
+  try {
+    await peer.waitLine("subscribed", 20000);
+  } catch (err) {
+    child.kill("SIGKILL");
+    throw err;
+  }
   return peer;
 }
 
