@@ -6,7 +6,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { setTimeout as sleep } from "node:timers/promises";
-import { Client, closeAll, rid, serverUrl, switchboardOnly } from "./lib/common.mjs";
+import { Client, closeAll, expectRefused, mintToken, rid, serverUrl, startSwitchboard, switchboardOnly } from "./lib/common.mjs";
 
 const BASE = serverUrl("MATCHBOX_URL");
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
@@ -196,3 +196,38 @@ test("peers arriving at the same time all get their ids and meet", async () => {
   assert.equal(total, (6 * 5) / 2);
   await closeAll(peers);
 });
+
+test(
+  "with --auth required: no token or a bad one is refused; ?token=JWT works and is not part of the room (nor of next=N)",
+  switchboardOnly("the original has no authentication"),
+  async () => {
+    const secret = "compat-secret-for-tests-only-0123456789";
+    const server = await startSwitchboard(["--auth", "required", "--auth-secret", secret]);
+    try {
+      const base = `ws://127.0.0.1:${server.port}/matchbox`;
+      const room = rid("r");
+      await expectRefused(`${base}/${room}`, '"KeepAlive"');
+      await expectRefused(`${base}/${room}?token=not.a.jwt`, '"KeepAlive"');
+      const ta = await mintToken(secret, "alice");
+      const tb = await mintToken(secret, "bob");
+      // Different tokens, same room.
+      const a = await Client.open(`${base}/${room}?token=${ta}`);
+      const aId = (await a.next()).IdAssigned;
+      const b = await Client.open(`${base}/${room}?token=${tb}`);
+      const bId = (await b.next()).IdAssigned;
+      assert.deepEqual(await a.next(), { NewPeer: bId });
+      b.send({ Signal: { receiver: aId, data: "authed" } });
+      assert.deepEqual(await a.next(), { Signal: { sender: bId, data: "authed" } });
+      // next=2 with the token before or after it: one group.
+      const g = rid("g");
+      const c = await Client.open(`${base}/${g}?next=2&token=${ta}`);
+      await c.next();
+      const d = await Client.open(`${base}/${g}?token=${tb}&next=2`);
+      const dId = (await d.next()).IdAssigned;
+      assert.deepEqual(await c.next(), { NewPeer: dId });
+      await closeAll(a, b, c, d);
+    } finally {
+      await server.stop();
+    }
+  },
+);

@@ -4,7 +4,7 @@
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { Client, closeAll, rid, serverUrl, switchboardOnly } from "./lib/common.mjs";
+import { Client, closeAll, expectRefused, mintToken, rid, serverUrl, startSwitchboard, switchboardOnly } from "./lib/common.mjs";
 
 const URL_ = serverUrl("YWEBRTC_URL");
 const open = () => Client.open(URL_);
@@ -140,6 +140,69 @@ test(
     assert.deepEqual(await b.next(), { type: "publish", topic, data: { still: "alive" }, clients: 1 });
     a.send({ type: "ping" });
     assert.deepEqual(await a.next(), { type: "pong" });
+    await closeAll(a, b);
+  },
+);
+
+test(
+  "with --auth required: no token or a bad one is refused; ?token=JWT works",
+  switchboardOnly("the original has no authentication"),
+  async () => {
+    const secret = "compat-secret-for-tests-only-0123456789";
+    const server = await startSwitchboard(["--auth", "required", "--auth-secret", secret]);
+    try {
+      const base = `ws://127.0.0.1:${server.port}/y-webrtc`;
+      await expectRefused(base, { type: "ping" });
+      await expectRefused(`${base}?token=not.a.jwt`, { type: "ping" });
+      const token = await mintToken(secret);
+      const topic = rid("doc-");
+      const a = await Client.open(`${base}?token=${token}`);
+      const b = await Client.open(`${base}?token=${await mintToken(secret, "bob")}`);
+      await subscribe(a, topic);
+      await subscribe(b, topic);
+      a.send({ type: "publish", topic, data: { authed: true } });
+      assert.deepEqual(await b.next(), { type: "publish", topic, data: { authed: true }, clients: 2 });
+      await closeAll(a, b);
+    } finally {
+      await server.stop();
+    }
+  },
+);
+
+test(
+  "per-connection limits: a connection subscribing to 10,000 topics is closed, not left half-subscribed silently",
+  switchboardOnly("the original has no limits; Switchboard's topics-per-connection limit is far below 10,000"),
+  async () => {
+    const a = await open();
+    const topics = Array.from({ length: 10000 }, (_, i) => `t${i}`);
+    for (let i = 0; i < topics.length && a.isOpen; i += 500) {
+      a.send({ type: "subscribe", topics: topics.slice(i, i + 500) });
+    }
+    const closed = await a.expectClose(5000);
+    assert.ok(closed.code >= 1000, `closed with ${closed.code}`);
+  },
+);
+
+test(
+  "per-connection limits: a topic longer than the topic limit (8 KiB) is refused, other topics unaffected",
+  switchboardOnly("the original has no limits; Switchboard's topic-length limit is far below 8 KiB"),
+  async () => {
+    const huge = "x".repeat(8192);
+    const a = await open();
+    const b = await open();
+    const topic = rid("doc-");
+    await subscribe(b, topic);
+    a.send({ type: "subscribe", topics: [huge] });
+    // Refused visibly: either a is closed, or the huge topic is not subscribed.
+    const outcome = await Promise.race([a.closed.then(() => "closed"), new Promise((r) => setTimeout(() => r("open"), 500))]);
+    if (outcome === "open") {
+      const c = await open();
+      c.send({ type: "publish", topic: huge, data: 1 });
+      await a.expectNothing(400);
+      await closeAll(c);
+    }
+    b.send({ type: "publish", topic, data: { fine: true } });
+    assert.deepEqual(await b.next(), { type: "publish", topic, data: { fine: true }, clients: 1 });
     await closeAll(a, b);
   },
 );

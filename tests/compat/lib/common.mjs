@@ -268,3 +268,42 @@ export async function closeAll(...clients) {
 export function rid(prefix = "t") {
   return `${prefix}${Math.random().toString(36).slice(2, 10)}`;
 }
+
+/**
+ * A Switchboard of the test's own, with extra flags (for Switchboard-only
+ * tests of options such as --auth required). Resolves with its port and a stop().
+ * @param {string[]} args
+ */
+export async function startSwitchboard(args = []) {
+  const port = await freePort();
+  const child = spawnLogged(BINARY, ["serve", "--listen", `127.0.0.1:${port}`, "--log-format", "json", ...args], { cwd: ROOT });
+  await waitForPort(port, { what: "switchboard", child });
+  return { port, child, stop: () => child.stop() };
+}
+
+/** A token from `switchboard token` (HS256 with `secret`), any room. */
+export async function mintToken(secret, sub = "alice") {
+  const child = spawn(BINARY, ["token", "--sub", sub, "--ttl", "1h", "--auth-secret", secret], { stdio: ["ignore", "pipe", "inherit"] });
+  let out = "";
+  child.stdout.on("data", (c) => (out += c));
+  const code = await new Promise((resolve) => child.on("exit", resolve));
+  if (code !== 0) throw new Error(`switchboard token exited ${code}`);
+  return out.trim();
+}
+
+/** Opening `url` is refused: the upgrade fails with 401/403, or the socket closes before answering `probe`. */
+export async function expectRefused(url, probe) {
+  const c = new Client(url);
+  try {
+    await c.opened;
+  } catch (err) {
+    const status = /** @type {any} */ (err).status;
+    if (status !== 401 && status !== 403) throw new Error(`${url}: expected a 401/403 refusal (or a close), got ${err}`);
+    return { refused: "upgrade", status };
+  }
+  if (probe) c.send(probe);
+  const outcome = await Promise.race([c.closed.then(() => "closed"), c.nextRaw(3000).then((m) => `answered ${m.raw}`, () => "silent")]);
+  c.terminate();
+  if (outcome !== "closed") throw new Error(`${url} was accepted (${outcome}) instead of refused`);
+  return { refused: "closed" };
+}
