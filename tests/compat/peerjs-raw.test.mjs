@@ -226,3 +226,17 @@ test("GET /peerjs/peers is 401 when discovery is off (the default)", async () =>
   await res.arrayBuffer();
   await closeAll(a);
 });
+
+test(
+  "a malformed frame does not break the connection: later messages are still relayed",
+  switchboardOnly("in the original the JSON error escapes ws's receiver: the socket stays open but nothing it sends afterwards is handled"),
+  async () => {
+    const a = await openPeer();
+    const b = await openPeer();
+    a.send("this is not json{");
+    a.send(Buffer.from([0xff, 0x00, 0x01]));
+    a.send({ type: "OFFER", dst: b.id, payload: { after: "garbage" } });
+    assert.deepEqual(await b.next(), { type: "OFFER", src: a.id, dst: b.id, payload: { after: "garbage" } });
+    await closeAll(a, b);
+  },
+);
