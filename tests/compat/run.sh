@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The compat suite's one entry point: the unmodified PeerJS, y-webrtc and
+# matchbox clients against Switchboard's dialects (or, with --target original,
+# against the original servers, to validate the tests themselves).
+#
+#   tests/compat/run.sh [--target switchboard|original] [peerjs] [y-webrtc] [matchbox] [cluster]
+#   COMPAT_DIALECTS=peerjs tests/compat/run.sh
+#
+# Everything (servers, redis, Chromium, wrtc, matchbox_socket) runs inside a
+# private network namespace made by scripts/netns-run, so WebRTC pairs only
+# over loopback and the namespace's own veth addresses.
+set -euo pipefail
+cd "$(dirname "$0")"
+if [ "${SWITCHBOARD_NETNS:-}" != 1 ]; then
+  exec ../../scripts/netns-run "$PWD/run.sh" "$@"
+fi
+if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  npm ci --no-audit --no-fund --loglevel=error
+fi
+exec node run.mjs "$@"
