@@ -416,7 +416,9 @@ fn rates_section(r: &Results, md: &mut String) {
              the moment each message was due (no coordinated omission). Each rate ran several times per target \
              ({} s each): **best** is the lowest of the runs, **median** the middle one (a stall of the machine only \
              ever adds latency). **Pacer lateness** is the load generator's own: actual send − due, p99 the median \
-             over the runs and max the worst of them; **sent** is the share of the offered messages that went out.\n",
+             over the runs and max the worst of them. **Delivered ÷ offered** is the median run's delivery rate (over \
+             the measured time, drain included) divided by the offered rate: below 100%, the server or the \
+             generator fell behind.\n",
             param(report, "pairs"),
             param(report, "size_mix"),
             report["duration_s"].as_f64().unwrap_or(0.0),
@@ -425,7 +427,7 @@ fn rates_section(r: &Results, md: &mut String) {
     let _ = writeln!(
         md,
         "| offered | target | runs | p50 best / median | p99 best / median | p99.9 best / median | p99 from actual \
-         send (median) | pacer lateness p99 / max | sent | checks |\n|--:|---|--:|--:|--:|--:|--:|--:|--:|---|"
+         send (median) | pacer lateness p99 / max | delivered ÷ offered | checks |\n|--:|---|--:|--:|--:|--:|--:|--:|--:|---|"
     );
     let pair =
         |v: Option<(u64, u64, usize)>| v.map_or("–".into(), |(b, m, _)| format!("{} / {}", micros(b), micros(m)));
@@ -450,14 +452,9 @@ fn rates_section(r: &Results, md: &mut String) {
             let service = median(reports.iter().filter_map(|r| r["service_latency_us"]["p99"].as_u64()).collect());
             let late_p99 = median(reports.iter().filter_map(|r| r["pacer"]["lateness_us"]["p99"].as_u64()).collect());
             let late_max = reports.iter().filter_map(|r| r["pacer"]["lateness_us"]["max"].as_u64()).max();
-            let sent = {
-                let mut shares: Vec<f64> = reports
-                    .iter()
-                    .filter_map(|r| {
-                        let sent = r["results"]["sent"].as_f64()?;
-                        Some(sent / (*rate as f64 * r["duration_s"].as_f64()?))
-                    })
-                    .collect();
+            let delivered = {
+                let mut shares: Vec<f64> =
+                    reports.iter().filter_map(|r| Some(r["throughput"]["value"].as_f64()? / *rate as f64)).collect();
                 shares.sort_by(f64::total_cmp);
                 shares.get(shares.len().saturating_sub(1) / 2).map_or("–".into(), |v| format!("{:.0}%", v * 100.0))
             };
@@ -466,7 +463,7 @@ fn rates_section(r: &Results, md: &mut String) {
                 if failed == 0 { "ok".to_owned() } else { format!("**FAILED** in {failed} of {}", cells.len()) };
             let _ = writeln!(
                 md,
-                "| {offered} | {name} | {} | {} | {} | {} | {} | {} / {} | {sent} | {checks} |",
+                "| {offered} | {name} | {} | {} | {} | {} | {} | {} / {} | {delivered} | {checks} |",
                 reports.len(),
                 pair(rate_percentile(r, *rate, target, "p50")),
                 pair(rate_percentile(r, *rate, target, "p99")),

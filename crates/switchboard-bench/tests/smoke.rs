@@ -392,6 +392,7 @@ fn compare_writes_the_report_from_results() {
             "service_latency_us": {"p99": 90},
             "pacer": {"kind": "thread", "lateness_us": {"p50": 1, "p99": 4 + rep, "max": 30 * rep}},
             "results": {"sent": 100000},
+            "throughput": {"value": 19_800.0 + rep as f64 * 100.0, "unit": "msgs/s"},
             "cpus": {"load_generator": "1", "server": "0"},
         });
         std::fs::write(dir.join(format!("relay-rate-20000.switchboard.{rep}.json")), report.to_string()).unwrap();

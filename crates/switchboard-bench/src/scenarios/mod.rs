@@ -314,6 +314,24 @@ pub async fn drain(done: &Counter, expected: u64, timeout: Duration) -> bool {
     true
 }
 
+/// The lateness the pacer aims to stay within.
+pub const PACER_AIM_US: u64 = 50;
+
+/// Says so when the pacer's p99 lateness was above [`PACER_AIM_US`]: the load
+/// generator, not the server, was behind its timetable.
+pub fn pacer_note(outcome: &Outcome) -> Option<String> {
+    let pacer = outcome.pacer.as_ref()?;
+    let p99 = pacer.lateness_us.as_ref()?.p99;
+    (p99 > PACER_AIM_US).then(|| {
+        format!(
+            "note: the {} pacer's p99 lateness was {} (it aims for {PACER_AIM_US} µs): the load generator fell \
+             behind its timetable, and latency from the due time includes that",
+            pacer.kind,
+            crate::report::micros(p99)
+        )
+    })
+}
+
 /// Warns when the server rate-limited the run.
 pub fn rate_limit_note(ctx: &Ctx) -> Option<String> {
     let limited = ctx.check.summary().rate_limited;

@@ -20,8 +20,8 @@ use serde_json::Value;
 use tokio::sync::{watch, Semaphore};
 
 use super::{
-    close_all, count_losses, drain, progress_bar, ramp, rate_limit_note, receive_loop, send_all, setup, Ctx, Dest,
-    Expect, Outcome, Pace, SendPlan,
+    close_all, count_losses, drain, pacer_note, progress_bar, ramp, rate_limit_note, receive_loop, send_all, setup,
+    Ctx, Dest, Expect, Outcome, Pace, SendPlan,
 };
 use crate::cli::RelayArgs;
 use crate::protocol::{Protocol, Purpose};
@@ -158,6 +158,7 @@ pub async fn run<P: Protocol>(protocol: &P, args: &RelayArgs, ctx: &Arc<Ctx>) ->
             .notes
             .push(format!("{} messages still missing after --drain-timeout", expected.saturating_sub(delivered)));
     }
+    outcome.notes.extend(pacer_note(&outcome));
     outcome.notes.extend(rate_limit_note(ctx));
     Ok(outcome)
 }
