@@ -21,15 +21,38 @@
 #   BENCH_FANOUT_ROOM_SIZE [100]    peers per fanout room
 #   BENCH_FANOUT_ROOMS [10]         fanout rooms
 #   BENCH_CHURN_CONCURRENCY [50]    concurrent churn loops
-#   BENCH_TARGETS ["switchboard bare seed matchbox peerjs"]
-#   BENCH_SCENARIOS ["idle echo relay relay-open fanout churn"]
+#   BENCH_LATENCY_RATES ["2000 20000 50000 100000"]   relay-rates: the offered rates (msgs/s)
+#   BENCH_LATENCY_REPS [3]          relay-rates: runs per rate and target (the report gives
+#                                   the best and the median: the VM stalls for milliseconds
+#                                   at times, and a stall only ever adds latency)
+#   BENCH_LATENCY_DURATION [5s]     relay-rates: measured time of each run
+#   BENCH_LATENCY_PAIRS [100]       relay-rates: relay pairs
+#   BENCH_PACER [thread]            how open-loop runs are paced (switchboard-bench --pacer):
+#                                   thread (sleep, then spin, then send) or tokio (1 ms timer)
+#   BENCH_PACER_SPIN_US [150]       the thread pacer spins this long before each due time
+#   BENCH_PIN [1]                   pin the server to BENCH_SERVER_CPU and the load generator to
+#                                   BENCH_CLIENT_CPU with taskset (0: no pinning)
+#   BENCH_SERVER_CPU [0]            the server's CPU (every thread of it: one server core)
+#   BENCH_CLIENT_CPU [1]            the load generator's CPU
+#   BENCH_TARGETS ["switchboard bare bare-relay seed matchbox peerjs"]
+#   BENCH_SCENARIOS ["idle echo relay relay-open fanout churn relay-rates"]
 #   BENCH_RESULTS [target/bench-results/DATE]   where the JSON results and logs go
 #   BENCH_OUT [docs/benchmarks.md]  the report (the chart goes beside it, .svg)
 #   BENCH_REPORT_ONLY []            set to 1 with BENCH_RESULTS: only rewrite the report from
 #                                   those results (after editing bench/notes.md, say)
+#   BENCH_CARGO_PROFILE [release]   the cargo profile to build and run; `dev` (debug binaries)
+#                                   only for a trial of the tooling, never for figures
 #   BENCH_SWITCHBOARD []            a prebuilt `switchboard` binary to measure instead
 #                                   of building crates/switchboard-server from this tree
 #                                   (BENCH_SWITCHBOARD_DESC: how the report names it)
+#
+# Pinned (the default), each server runs on one core and the load generator on
+# the other, so a throughput is one server core's capacity; the report records the
+# CPUs each process was allowed (read back from /proc by the load generator).
+#
+# relay-rates: relay at each of BENCH_LATENCY_RATES offered, BENCH_LATENCY_REPS
+# times per target, latency from each message's due time; the report's fixed-rate
+# table gives p50/p99/p99.9 best and median, and the pacer's own lateness.
 #
 # Traffic stays on 127.0.0.1. The report's ratios come from this one run.
 set -euo pipefail
@@ -46,24 +69,36 @@ RELAY_WINDOW=${BENCH_RELAY_WINDOW:-16}
 FANOUT_ROOM_SIZE=${BENCH_FANOUT_ROOM_SIZE:-100}
 FANOUT_ROOMS=${BENCH_FANOUT_ROOMS:-10}
 CHURN_CONCURRENCY=${BENCH_CHURN_CONCURRENCY:-50}
-TARGETS=${BENCH_TARGETS:-switchboard bare seed matchbox peerjs}
-SCENARIOS=${BENCH_SCENARIOS:-idle echo relay relay-open fanout churn}
+LATENCY_RATES=${BENCH_LATENCY_RATES:-2000 20000 50000 100000}
+LATENCY_REPS=${BENCH_LATENCY_REPS:-3}
+LATENCY_DURATION=${BENCH_LATENCY_DURATION:-5s}
+LATENCY_PAIRS=${BENCH_LATENCY_PAIRS:-100}
+PACER=${BENCH_PACER:-thread}
+PACER_SPIN_US=${BENCH_PACER_SPIN_US:-150}
+PIN=${BENCH_PIN:-1}
+SERVER_CPU=${BENCH_SERVER_CPU:-0}
+CLIENT_CPU=${BENCH_CLIENT_CPU:-1}
+TARGETS=${BENCH_TARGETS:-switchboard bare bare-relay seed matchbox peerjs}
+SCENARIOS=${BENCH_SCENARIOS:-idle echo relay relay-open fanout churn relay-rates}
 RESULTS=${BENCH_RESULTS:-target/bench-results/$(date -u +%Y%m%dT%H%M%SZ)}
 OUT=${BENCH_OUT:-docs/benchmarks.md}
 SVG=${OUT%.md}.svg
 
 MATCHBOX_VERSION=0.15.0
 TOOLS=$ROOT/bench/.tools
-BENCH=$ROOT/target/release/switchboard-bench
-SWITCHBOARD=${BENCH_SWITCHBOARD:-$ROOT/target/release/switchboard}
-BARE=$ROOT/target/release/switchboard-bench-bare-echo
+PROFILE=${BENCH_CARGO_PROFILE:-release}
+BIN_DIR=$ROOT/target/$([[ $PROFILE == dev ]] && echo debug || echo "$PROFILE")
+BENCH=$BIN_DIR/switchboard-bench
+SWITCHBOARD=${BENCH_SWITCHBOARD:-$BIN_DIR/switchboard}
+BARE=$BIN_DIR/switchboard-bench-bare-echo
+BARE_RELAY=$BIN_DIR/switchboard-bench-bare-relay
 MATCHBOX=$TOOLS/bin/matchbox_server
 
 log() { printf '\n== %s\n' "$*" >&2; }
 
 if [[ -n ${BENCH_REPORT_ONLY:-} ]]; then
   [[ -n ${BENCH_RESULTS:-} && -f $RESULTS/run.env ]] || { echo "BENCH_REPORT_ONLY needs BENCH_RESULTS=<a run's directory>" >&2; exit 2; }
-  cargo build --release --locked -p switchboard-bench
+  cargo build --profile "$PROFILE" --locked -p switchboard-bench
   # The settings, date and command of the run that made the results.
   # shellcheck disable=SC1091
   source "$RESULTS/run.env"
@@ -74,39 +109,58 @@ fi
 
 # --- build and install ---------------------------------------------------------
 
-log "building release binaries"
+log "building the $PROFILE binaries"
 if [[ -n ${BENCH_SWITCHBOARD:-} ]]; then
-  cargo build --release --locked -p switchboard-bench
+  cargo build --profile "$PROFILE" --locked -p switchboard-bench
   measured=${BENCH_SWITCHBOARD_DESC:-"the prebuilt binary $BENCH_SWITCHBOARD ($("$SWITCHBOARD" --version))"}
 else
-  cargo build --release --locked -p switchboard-server -p switchboard-bench
+  cargo build --profile "$PROFILE" --locked -p switchboard-server -p switchboard-bench
   measured="commit $(git rev-parse --short HEAD)"
   if ! git diff --quiet HEAD -- crates/switchboard-server crates/switchboard-protocol 2>/dev/null; then
     measured="$measured with uncommitted changes to the server"
   fi
 fi
 
-if [[ ! -x $MATCHBOX ]]; then
+wants() { [[ " $TARGETS " == *" $1 "* ]]; }
+if wants matchbox && [[ ! -x $MATCHBOX ]]; then
   log "installing matchbox_server $MATCHBOX_VERSION into bench/.tools"
   cargo install matchbox_server --version "$MATCHBOX_VERSION" --locked --root "$TOOLS"
 fi
-if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+if { wants seed || wants peerjs; } && { ! command -v node >/dev/null || ! command -v npm >/dev/null; }; then
   log "installing Node.js"
   apt-get update -q && apt-get install -y -q nodejs npm
 fi
-if [[ ! -d bench/peers/node_modules/ws || ! -d bench/peers/node_modules/peer ]]; then
+if { wants seed || wants peerjs; } && [[ ! -d bench/peers/node_modules/ws || ! -d bench/peers/node_modules/peer ]]; then
   log "installing the Node.js peers (ws, peer)"
   (cd bench/peers && npm ci --no-audit --no-fund)
 fi
 
+# --- pinning -------------------------------------------------------------------
+
+SERVER_PIN=()
+CLIENT_PIN=()
+pinning="not pinned (BENCH_PIN=0): the server and the load generator share every core"
+if [[ $PIN != 0 ]]; then
+  command -v taskset >/dev/null || { echo "BENCH_PIN needs taskset (util-linux), or set BENCH_PIN=0" >&2; exit 2; }
+  [[ $SERVER_CPU != "$CLIENT_CPU" ]] || { echo "BENCH_SERVER_CPU and BENCH_CLIENT_CPU must differ" >&2; exit 2; }
+  for cpu in "$SERVER_CPU" "$CLIENT_CPU"; do
+    taskset -c "$cpu" true 2>/dev/null || { echo "cannot pin to CPU $cpu (online: $(cat /sys/devices/system/cpu/online))" >&2; exit 2; }
+  done
+  SERVER_PIN=(taskset -c "$SERVER_CPU")
+  CLIENT_PIN=(taskset -c "$CLIENT_CPU")
+  pinning="server on CPU $SERVER_CPU, load generator on CPU $CLIENT_CPU (taskset -c)"
+fi
+
 mkdir -p "$RESULTS"
 log "results in $RESULTS"
+log "pinning: $pinning"
 started_at=$(date -u '+%Y-%m-%d %H:%M UTC')
 
 # --- servers -------------------------------------------------------------------
 
 SERVER_PID=
 SERVER_PORT=
+REP=
 
 stop_server() {
   if [[ -n $SERVER_PID ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
@@ -146,14 +200,18 @@ start_server() {
     switchboard)
       # No rate limits, and caps above the run's connections: every
       # benchmark connection comes from 127.0.0.1.
-      "$SWITCHBOARD" serve --listen "$addr" --log warn \
+      "${SERVER_PIN[@]}" "$SWITCHBOARD" serve --listen "$addr" --log warn \
         --rate-limit-messages 0 --rate-limit-bytes 0 \
         --max-connections 100000 --max-connections-per-ip 100000 \
         --shutdown-timeout 2s >"$logfile" 2>&1 &
       ;;
     bare)
       [[ $scenario == echo || $scenario == idle ]] || return 1
-      "$BARE" --listen "$addr" >"$logfile" 2>&1 &
+      "${SERVER_PIN[@]}" "$BARE" --listen "$addr" >"$logfile" 2>&1 &
+      ;;
+    bare-relay)
+      [[ $scenario == relay* || $scenario == fanout ]] || return 1
+      "${SERVER_PIN[@]}" "$BARE_RELAY" --listen "$addr" >"$logfile" 2>&1 &
       ;;
     seed)
       local script
@@ -162,15 +220,15 @@ start_server() {
         fanout) script=broadcast.js ;;
         *) script=signaling.js ;;
       esac
-      node "bench/peers/$script" --port "$SERVER_PORT" >"$logfile" 2>&1 &
+      "${SERVER_PIN[@]}" node "bench/peers/$script" --port "$SERVER_PORT" >"$logfile" 2>&1 &
       ;;
     matchbox)
       [[ $scenario != echo && $scenario != fanout ]] || return 1
-      RUST_LOG=warn "$MATCHBOX" "$addr" >"$logfile" 2>&1 &
+      RUST_LOG=warn "${SERVER_PIN[@]}" "$MATCHBOX" "$addr" >"$logfile" 2>&1 &
       ;;
     peerjs)
       [[ $scenario != echo && $scenario != fanout ]] || return 1
-      node bench/peers/peerjs.js --port "$SERVER_PORT" >"$logfile" 2>&1 &
+      "${SERVER_PIN[@]}" node bench/peers/peerjs.js --port "$SERVER_PORT" >"$logfile" 2>&1 &
       ;;
     *)
       echo "unknown target $target" >&2
@@ -199,15 +257,17 @@ throughput_of() {
   grep -m1 -o '"value": [0-9.e+]*' "$1" 2>/dev/null | awk '{print $2}'
 }
 
-# run_one SCENARIO TARGET ARGS...: one run, its JSON in RESULTS/SCENARIO.TARGET.json.
+# run_one SCENARIO TARGET ARGS...: one run, its JSON in RESULTS/SCENARIO.TARGET.json
+# (RESULTS/SCENARIO.TARGET.REP.json when REP is set).
 run_one() {
   local scenario=$1 target=$2
   shift 2
-  local json=$RESULTS/$scenario.$target.json
-  local logfile=$RESULTS/$scenario.$target.log
-  local serverlog=$RESULTS/$scenario.$target.server.log
+  local name=$scenario.$target${REP:+.$REP}
+  local json=$RESULTS/$name.json
+  local logfile=$RESULTS/$name.log
+  local serverlog=$RESULTS/$name.server.log
   local adapter=$target url status=0
-  log "$scenario on $target"
+  log "$scenario on $target${REP:+ (run $REP)}"
   if start_server "$target" "$scenario" "$serverlog"; then
     url=ws://127.0.0.1:$SERVER_PORT
   else
@@ -223,9 +283,10 @@ run_one() {
   local pid_args=()
   [[ -n $SERVER_PID ]] && pid_args=(--server-pid "$SERVER_PID")
   local bench_scenario=$scenario
-  [[ $scenario == relay-open ]] && bench_scenario=relay
+  [[ $scenario == relay-* ]] && bench_scenario=relay
   status=0
-  timeout 600 "$BENCH" "$bench_scenario" --adapter "$adapter" --target-name "$target" --url "$url" \
+  timeout 600 "${CLIENT_PIN[@]}" "$BENCH" "$bench_scenario" --adapter "$adapter" --target-name "$target" \
+    --url "$url" --pacer "$PACER" --pacer-spin-us "$PACER_SPIN_US" \
     "${pid_args[@]}" "$@" --json >"$json" 2>"$logfile" || status=$?
   stop_server
   case $status in
@@ -278,6 +339,18 @@ for scenario in $SCENARIOS; do
       churn)
         run_one churn "$target" --concurrency "$CHURN_CONCURRENCY" --duration "$DURATION"
         ;;
+      relay-rates)
+        # Latency at fixed offered rates, several runs each: relay-rate-RATE.TARGET.REP.json.
+        for rate in $LATENCY_RATES; do
+          for REP in $(seq "$LATENCY_REPS"); do
+            run_one "relay-rate-$rate" "$target" --pairs "$LATENCY_PAIRS" --size-mix mixed --rate "$rate" \
+              --duration "$LATENCY_DURATION"
+            # A target without relay says so once.
+            grep -q '"unsupported"' "$RESULTS/relay-rate-$rate.$target.$REP.json" 2>/dev/null && break
+          done
+          REP=
+        done
+        ;;
       *)
         echo "unknown scenario $scenario" >&2
         exit 2
@@ -307,6 +380,13 @@ settings=(
   --setting "BENCH_FANOUT_ROOM_SIZE=$FANOUT_ROOM_SIZE"
   --setting "BENCH_FANOUT_ROOMS=$FANOUT_ROOMS"
   --setting "BENCH_CHURN_CONCURRENCY=$CHURN_CONCURRENCY"
+  --setting "BENCH_LATENCY_RATES=$LATENCY_RATES"
+  --setting "BENCH_LATENCY_REPS=$LATENCY_REPS"
+  --setting "BENCH_LATENCY_DURATION=$LATENCY_DURATION"
+  --setting "BENCH_LATENCY_PAIRS=$LATENCY_PAIRS"
+  --setting "BENCH_PACER=$PACER"
+  --setting "BENCH_PACER_SPIN_US=$PACER_SPIN_US"
+  --setting "pinning=$pinning"
 )
 {
   printf 'RUN_COMMAND=%q\n' "$command"

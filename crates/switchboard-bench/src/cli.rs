@@ -108,6 +108,15 @@ impl Scenario {
         }
     }
 
+    /// Whether the scenario sends on a timetable (--rate).
+    pub fn open_loop(&self) -> bool {
+        match self {
+            Scenario::Relay(args) => args.rate.is_some(),
+            Scenario::Fanout(args) => args.rate.is_some(),
+            _ => false,
+        }
+    }
+
     /// The WebSocket read buffer per connection: small where connections are many
     /// and quiet, larger where they carry traffic.
     pub fn read_buffer(&self) -> usize {
@@ -128,6 +137,9 @@ pub enum Adapter {
     Switchboard,
     /// The bare-library echo server (switchboard-bench-bare-echo): echo only.
     Bare,
+    /// The bare-library relay (switchboard-bench-bare-relay): connections to the
+    /// same path form a group, each frame goes to the others; relay and fanout only.
+    BareRelay,
     /// The seeds' Node.js servers (bench/peers): --url names the signaling,
     /// echo or broadcast server, whichever the scenario needs.
     Seed,
@@ -135,6 +147,15 @@ pub enum Adapter {
     Matchbox,
     /// peerjs-server (npm `peer`): OPEN, then OFFER/ANSWER/CANDIDATE with dst.
     Peerjs,
+}
+
+/// How open-loop senders are paced (see `--pacer`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PacerKind {
+    /// A dedicated thread that sleeps, then spins, then sends.
+    Thread,
+    /// One tokio task per sender, on tokio's millisecond timer.
+    Tokio,
 }
 
 /// Options shared by every scenario.
@@ -185,6 +206,20 @@ pub struct Common {
     /// generator CPU on every message.
     #[arg(long, default_value_t = 0)]
     pub read_buffer: usize,
+
+    /// How open-loop senders (--rate) are paced. `thread`: one dedicated thread
+    /// sends every message itself, sleeping until --pacer-spin-us before it is
+    /// due and spinning the rest; `tokio`: one task per sender on tokio's timer,
+    /// which wakes on a 1 ms grid (the method before issue #16). Either way the
+    /// report gives the pacer's lateness (actual send minus due).
+    #[arg(long, value_enum, default_value = "thread")]
+    pub pacer: PacerKind,
+
+    /// The thread pacer spins (instead of sleeping) for the last this many
+    /// microseconds before each message is due. More is more accurate on a
+    /// machine whose sleeps wake late, and burns more of the load generator's CPU.
+    #[arg(long, default_value_t = 150, value_parser = clap::value_parser!(u64).range(0..=10_000))]
+    pub pacer_spin_us: u64,
 
     /// The server's process id (on this machine): reports the CPU time it used
     /// per operation over the measured phase (from /proc/PID/stat), and for

@@ -1,8 +1,10 @@
 //! `compare`: the side-by-side report. Reads the `--json` results of every
 //! scenario against every target (SCENARIO.TARGET.json in one directory, as
 //! bench/compare.sh writes them) and writes docs/benchmarks.md (a table per
-//! scenario with ratios, the issue's targets met or not, the machine and the
-//! command) and an SVG chart of throughput and latency per target.
+//! scenario with ratios, the issues' targets met or not, the machine, the
+//! pinning and the command) and an SVG chart of throughput and latency per
+//! target. The fixed-rate latency runs (relay-rate-RATE.TARGET.REP.json, several
+//! per rate) become one table of best and median percentiles.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -26,9 +28,10 @@ const SCENARIOS: [(&str, &str); 6] = [
 ];
 
 /// The targets, in report order: file key, name in the report.
-const TARGETS: [(&str, &str); 5] = [
+const TARGETS: [(&str, &str); 6] = [
     ("switchboard", "Switchboard"),
     ("bare", "bare axum/tungstenite echo"),
+    ("bare-relay", "bare axum/tungstenite relay"),
     ("seed", "seed Node.js (ws)"),
     ("matchbox", "matchbox_server"),
     ("peerjs", "peerjs-server"),
@@ -72,8 +75,60 @@ impl Cell {
     }
 }
 
-/// All results: scenario key → target key → cell.
-struct Results(BTreeMap<&'static str, BTreeMap<&'static str, Cell>>);
+/// The fixed-rate runs: offered rate → target key → one cell per repetition.
+type RateRuns<C> = BTreeMap<u64, BTreeMap<&'static str, Vec<C>>>;
+
+/// All results: scenario key → target key → cell; and the fixed-rate runs.
+struct Results(BTreeMap<&'static str, BTreeMap<&'static str, Cell>>, RateRuns<Cell>);
+
+/// Reads one result file.
+fn load_cell(path: &Path) -> Cell {
+    match std::fs::read_to_string(path) {
+        Err(_) => Cell::Missing,
+        Ok(text) => match serde_json::from_str::<Value>(&text) {
+            Err(err) => Cell::Failed(format!("{} is not JSON: {err}", path.display())),
+            Ok(value) => {
+                if let Some(reason) = value["unsupported"].as_str() {
+                    Cell::Na(reason.to_owned())
+                } else if let Some(reason) = value["failed"].as_str() {
+                    Cell::Failed(reason.to_owned())
+                } else {
+                    Cell::Ran(value)
+                }
+            }
+        },
+    }
+}
+
+/// The fixed-rate runs in `dir`: relay-rate-RATE.TARGET.REP.json.
+fn load_rates(dir: &Path) -> RateRuns<Cell> {
+    let mut runs: RateRuns<(u64, Cell)> = BTreeMap::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(rest) = name.strip_prefix("relay-rate-").and_then(|n| n.strip_suffix(".json")) else { continue };
+        let mut parts = rest.splitn(2, '.');
+        let (Some(rate), Some(rest)) = (parts.next().and_then(|r| r.parse::<u64>().ok()), parts.next()) else {
+            continue;
+        };
+        let Some((target, rep)) = rest.rsplit_once('.').and_then(|(t, r)| Some((t, r.parse::<u64>().ok()?))) else {
+            continue;
+        };
+        let Some((key, _)) = TARGETS.iter().find(|(t, _)| *t == target) else { continue };
+        runs.entry(rate).or_default().entry(key).or_default().push((rep, load_cell(&entry.path())));
+    }
+    runs.into_iter()
+        .map(|(rate, targets)| {
+            let targets = targets
+                .into_iter()
+                .map(|(t, mut cells)| {
+                    cells.sort_by_key(|(rep, _)| *rep);
+                    (t, cells.into_iter().map(|(_, c)| c).collect())
+                })
+                .collect();
+            (rate, targets)
+        })
+        .collect()
+}
 
 impl Results {
     fn load(dir: &Path) -> Result<Results> {
@@ -81,27 +136,11 @@ impl Results {
         for (scenario, _) in SCENARIOS {
             let mut row = BTreeMap::new();
             for (target, _) in TARGETS {
-                let path = dir.join(format!("{scenario}.{target}.json"));
-                let cell = match std::fs::read_to_string(&path) {
-                    Err(_) => Cell::Missing,
-                    Ok(text) => match serde_json::from_str::<Value>(&text) {
-                        Err(err) => Cell::Failed(format!("{} is not JSON: {err}", path.display())),
-                        Ok(value) => {
-                            if let Some(reason) = value["unsupported"].as_str() {
-                                Cell::Na(reason.to_owned())
-                            } else if let Some(reason) = value["failed"].as_str() {
-                                Cell::Failed(reason.to_owned())
-                            } else {
-                                Cell::Ran(value)
-                            }
-                        }
-                    },
-                };
-                row.insert(target, cell);
+                row.insert(target, load_cell(&dir.join(format!("{scenario}.{target}.json"))));
             }
             all.insert(scenario, row);
         }
-        Ok(Results(all))
+        Ok(Results(all, load_rates(dir)))
     }
 
     fn get(&self, scenario: &str, target: &str) -> &Cell {
@@ -273,20 +312,191 @@ fn verdicts(r: &Results) -> Vec<Verdict> {
     out
 }
 
+/// The lowest and the median (the lower middle one) of `values`.
+fn best_median(mut values: Vec<u64>) -> Option<(u64, u64)> {
+    values.sort_unstable();
+    Some((*values.first()?, values[(values.len() - 1) / 2]))
+}
+
+/// A fixed-rate percentile of one target over its runs: (best, median, runs).
+fn rate_percentile(r: &Results, rate: u64, target: &str, percentile: &str) -> Option<(u64, u64, usize)> {
+    let cells = r.1.get(&rate)?.get(target)?;
+    let values: Vec<u64> = cells.iter().filter_map(|c| c.latency(percentile)).collect();
+    let n = values.len();
+    best_median(values).map(|(best, median)| (best, median, n))
+}
+
+/// The targets of issue #16, from the same results.
+fn verdicts_16(r: &Results, pinned: bool) -> Vec<Verdict> {
+    let tp = |scenario, target| r.get(scenario, target).throughput();
+    let cpu = |scenario, target| r.get(scenario, target).cpu_per_op();
+    let share = |a: Option<f64>, b: Option<f64>| a.zip(b).filter(|(_, b)| *b > 0.0).map(|(a, b)| a / b);
+    let core = if pinned { "one server core" } else { "**not pinned**: the server had every core" };
+    let mut out = Vec::new();
+
+    let of_bare = share(tp("relay", "switchboard"), tp("relay", "bare-relay"));
+    let cpus = match (cpu("relay", "switchboard"), cpu("relay", "bare-relay")) {
+        (Some(sb), Some(bare)) => format!("; server CPU per message {sb:.2} µs against {bare:.2} µs"),
+        _ => String::new(),
+    };
+    out.push(Verdict {
+        target: "relay msgs/s ≥ 80% of the bare relay's, per server core".into(),
+        measured: format!("{}{cpus} ({core})", of_bare.map_or("–".into(), |v| format!("{:.0}%", v * 100.0))),
+        met: of_bare.map(|v| v >= 0.8),
+    });
+    let vs_matchbox = share(tp("relay", "switchboard"), tp("relay", "matchbox"));
+    out.push(Verdict {
+        target: "relay msgs/s ≥ 2.5× matchbox_server".into(),
+        measured: vs_matchbox.map_or("–".into(), |v| format!("{v:.2}× ({core})")),
+        met: vs_matchbox.map(|v| v >= 2.5),
+    });
+    for (rate, bound) in [(20_000, 250), (50_000, 500), (100_000, 1000)] {
+        let p99 = rate_percentile(r, rate, "switchboard", "p99");
+        out.push(Verdict {
+            target: format!("relay p99 from the due time ≤ {} at {} msgs/s", micros(bound), thousands(rate as f64)),
+            measured: p99.map_or("–".into(), |(best, median, n)| {
+                format!("best {}, median {} of {n} runs", micros(best), micros(median))
+            }),
+            met: p99.map(|(best, _, _)| best <= bound),
+        });
+    }
+    let fanout = r.get("fanout", "switchboard");
+    let room_size = fanout.report().map_or("–".into(), |rep| param(rep, "room_size"));
+    let fan_share = share(fanout.throughput(), tp("fanout", "bare-relay"));
+    out.push(Verdict {
+        target: "fan-out ≥ 1,000,000 deliveries/s on one server core in rooms of 100".into(),
+        measured: fanout.throughput().map_or("–".into(), |v| {
+            let share = fan_share.map_or(String::new(), |s| format!(", {:.0}% of the bare relay's", s * 100.0));
+            format!("{} deliveries/s in rooms of {room_size}{share} ({core})", thousands(v))
+        }),
+        met: fanout.throughput().map(|v| v >= 1_000_000.0 && room_size == "100" && pinned),
+    });
+    let join = cpu("idle", "switchboard");
+    out.push(Verdict {
+        target: "connect+join ≤ 50 µs of server CPU each".into(),
+        measured: join.map_or("–".into(), |v| {
+            let bare =
+                cpu("idle", "bare").map_or(String::new(), |b| format!(" (the bare library's connect: {b:.1} µs)"));
+            format!("{v:.1} µs{bare}")
+        }),
+        met: join.map(|v| v <= 50.0),
+    });
+    let rss = r.get("idle", "switchboard").rss_per_connection();
+    out.push(Verdict {
+        target: "idle ≤ 2 KiB per joined connection at 15,000, default settings".into(),
+        measured: rss.map_or("–".into(), |v| {
+            format!("{v:.2} KiB (bench/compare.sh runs Switchboard with rate limits off: see its settings)")
+        }),
+        met: rss.map(|v| v <= 2.0),
+    });
+    out.push(Verdict {
+        target: "cross-node relay p99 ≤ 5 ms at 10,000 msgs/s".into(),
+        measured: "bench/cluster.sh: [benchmarks-cluster.md](benchmarks-cluster.md)".into(),
+        met: None,
+    });
+    out
+}
+
+/// The fixed-rate latency table: per offered rate and target, the best and the
+/// median of each percentile over the runs, and the pacer's lateness.
+fn rates_section(r: &Results, md: &mut String) {
+    if r.1.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        md,
+        "### relay latency at fixed offered rates
+"
+    );
+    let first = r.1.values().flat_map(|t| t.values()).flatten().find_map(Cell::report);
+    if let Some(report) = first {
+        let _ = writeln!(
+            md,
+            "{} pairs, {} sizes, each sender on a fixed timetable; the offered rate is the total. Latency counts from \
+             the moment each message was due (no coordinated omission). Each rate ran several times per target \
+             ({} s each): **best** is the lowest of the runs, **median** the middle one (a stall of the machine only \
+             ever adds latency). **Pacer lateness** is the load generator's own: actual send − due, p99 the median \
+             over the runs and max the worst of them. **Delivered ÷ offered** is the median run's delivery rate (over \
+             the measured time, drain included) divided by the offered rate: below 100%, the server or the \
+             generator fell behind.\n",
+            param(report, "pairs"),
+            param(report, "size_mix"),
+            report["duration_s"].as_f64().unwrap_or(0.0),
+        );
+    }
+    let _ = writeln!(
+        md,
+        "| offered | target | runs | p50 best / median | p99 best / median | p99.9 best / median | p99 from actual \
+         send (median) | pacer lateness p99 / max | delivered ÷ offered | checks |\n|--:|---|--:|--:|--:|--:|--:|--:|--:|---|"
+    );
+    let pair =
+        |v: Option<(u64, u64, usize)>| v.map_or("–".into(), |(b, m, _)| format!("{} / {}", micros(b), micros(m)));
+    for (rate, targets) in &r.1 {
+        for (target, name) in TARGETS {
+            let Some(cells) = targets.get(target) else { continue };
+            let offered = format!("{} msgs/s", thousands(*rate as f64));
+            let reports: Vec<&Value> = cells.iter().filter_map(Cell::report).collect();
+            if reports.is_empty() {
+                let why = cells.iter().find_map(|c| match c {
+                    Cell::Na(reason) => Some(format!("n/a: {reason}")),
+                    Cell::Failed(reason) => Some(format!("**run failed**: {reason}")),
+                    _ => None,
+                });
+                let _ = writeln!(md, "| {offered} | {name} | {} |{}", why.unwrap_or("not run".into()), " |".repeat(8));
+                continue;
+            }
+            let median = |mut v: Vec<u64>| {
+                v.sort_unstable();
+                v.get(v.len().saturating_sub(1) / 2).copied()
+            };
+            let service = median(reports.iter().filter_map(|r| r["service_latency_us"]["p99"].as_u64()).collect());
+            let late_p99 = median(reports.iter().filter_map(|r| r["pacer"]["lateness_us"]["p99"].as_u64()).collect());
+            let late_max = reports.iter().filter_map(|r| r["pacer"]["lateness_us"]["max"].as_u64()).max();
+            let delivered = {
+                let mut shares: Vec<f64> =
+                    reports.iter().filter_map(|r| Some(r["throughput"]["value"].as_f64()? / *rate as f64)).collect();
+                shares.sort_by(f64::total_cmp);
+                shares.get(shares.len().saturating_sub(1) / 2).map_or("–".into(), |v| format!("{:.0}%", v * 100.0))
+            };
+            let failed = reports.iter().filter(|r| r["ok"] != true).count() + (cells.len() - reports.len());
+            let checks =
+                if failed == 0 { "ok".to_owned() } else { format!("**FAILED** in {failed} of {}", cells.len()) };
+            let _ = writeln!(
+                md,
+                "| {offered} | {name} | {} | {} | {} | {} | {} | {} / {} | {delivered} | {checks} |",
+                reports.len(),
+                pair(rate_percentile(r, *rate, target, "p50")),
+                pair(rate_percentile(r, *rate, target, "p99")),
+                pair(rate_percentile(r, *rate, target, "p999")),
+                opt_micros(service),
+                opt_micros(late_p99),
+                opt_micros(late_max),
+            );
+        }
+    }
+    let _ = writeln!(md);
+}
+
 fn render(r: &Results, args: &CompareArgs, svg_name: &str, notes: Option<&str>) -> String {
     let mut md = String::new();
     let settings: BTreeMap<&str, &str> = args.settings.iter().filter_map(|s| s.split_once('=')).collect();
     let date = settings.get("date").copied().unwrap_or("unknown");
     let _ = writeln!(md, "# Benchmarks: Switchboard and the servers people use\n");
+    let cores = match settings.get("pinning") {
+        Some(pinning) if pinning.starts_with("server on CPU") => format!(
+            "Every server ran pinned to one core and the load generator to the other ({pinning}), so a throughput is \
+             what one server core did; the machine is a VM whose cores are noisy, so absolute"
+        ),
+        _ => "The machine has two noisy cores shared by the server and the load generator, so absolute".to_owned(),
+    };
     let _ = writeln!(
         md,
         "Generated by `bench/compare.sh` on {date}: every scenario against every server, one after the other on \
          this machine, driven by the same load generator (`switchboard-bench`) over loopback. Each server is \
-         started fresh for each scenario and stopped after it. The machine has two noisy cores shared by the \
-         server and the load generator, so absolute \
-         numbers move from run to run, by a factor of two or more when the machine is busy; the ratios measured \
-         in one run, and the server CPU per operation, are what to read. Every run checks every message (exactly once, in order per sender, from the \
-         right peer); a run whose checks failed is marked **FAILED**.\n"
+         started fresh for each scenario and stopped after it. {cores} numbers move from run to run, by a factor \
+         of two or more when the machine is busy; the ratios measured in one run, and the server CPU per \
+         operation, are what to read. Every run checks every message (exactly once, in order per sender, from \
+         the right peer); a run whose checks failed is marked **FAILED**.\n"
     );
     let _ = writeln!(md, "Reproduce:\n\n```sh\n{}\n```\n", args.command);
     let _ = writeln!(md, "| machine | |\n|---|---|");
@@ -297,8 +507,15 @@ fn render(r: &Results, args: &CompareArgs, svg_name: &str, notes: Option<&str>) 
     if let Some(measured) = settings.get("switchboard") {
         let _ = writeln!(md, "| Switchboard measured | {measured} |");
     }
+    if let Some(pinning) = settings.get("pinning") {
+        let _ = writeln!(md, "| pinning | {pinning} |");
+    }
+    let observed = observed_cpus(r);
+    if !observed.is_empty() {
+        let _ = writeln!(md, "| CPUs allowed, as the load generator read them | {} |", observed.join("; "));
+    }
     let _ = writeln!(md);
-    let rest: Vec<_> = settings.iter().filter(|(k, _)| **k != "date" && **k != "switchboard").collect();
+    let rest: Vec<_> = settings.iter().filter(|(k, _)| !matches!(**k, "date" | "switchboard" | "pinning")).collect();
     if !rest.is_empty() {
         let _ = writeln!(md, "Settings of this run (environment variables of bench/compare.sh):\n");
         let line: Vec<String> = rest.iter().map(|(k, v)| format!("`{k}={v}`")).collect();
@@ -319,6 +536,18 @@ fn render(r: &Results, args: &CompareArgs, svg_name: &str, notes: Option<&str>) 
         md,
         "\nWhat the profiles say about the targets not met, and what would get there: [below](#profiles).\n"
     );
+    let pinned = settings.get("pinning").is_some_and(|p| p.starts_with("server on CPU"));
+    let _ = writeln!(md, "## The targets of issue #16\n");
+    let _ = writeln!(md, "| target | measured | |\n|---|---|---|");
+    for verdict in verdicts_16(r, pinned) {
+        let met = match verdict.met {
+            Some(true) => "**met**",
+            Some(false) => "**not met**",
+            None => "not measured here",
+        };
+        let _ = writeln!(md, "| {} | {} | {met} |", verdict.target, verdict.measured);
+    }
+    let _ = writeln!(md);
 
     let _ = writeln!(md, "## Results\n");
     let _ = writeln!(md, "![throughput and latency per target]({svg_name})\n");
@@ -348,8 +577,12 @@ fn render(r: &Results, args: &CompareArgs, svg_name: &str, notes: Option<&str>) 
                 rule.push_str("--:|");
             }
             "relay-open" => {
-                header.push_str(" offered | p99 from actual send |");
-                rule.push_str("--:|--:|");
+                header.push_str(" offered | p99 from actual send | pacer lateness p99 / max |");
+                rule.push_str("--:|--:|--:|");
+            }
+            "relay" | "fanout" => {
+                header.push_str(" of the bare relay |");
+                rule.push_str("--:|");
             }
             "churn" => {
                 header.push_str(" cycle |");
@@ -390,7 +623,24 @@ fn render(r: &Results, args: &CompareArgs, svg_name: &str, notes: Option<&str>) 
                         }
                         "relay-open" => {
                             let service = report["service_latency_us"]["p99"].as_u64();
-                            let _ = write!(row, " {} msgs/s | {} |", param(report, "rate"), opt_micros(service));
+                            let late = &report["pacer"]["lateness_us"];
+                            let _ = write!(
+                                row,
+                                " {} msgs/s | {} | {} / {} |",
+                                param(report, "rate"),
+                                opt_micros(service),
+                                opt_micros(late["p99"].as_u64()),
+                                opt_micros(late["max"].as_u64())
+                            );
+                        }
+                        "relay" | "fanout" => {
+                            let bare = r.get(scenario, "bare-relay").throughput();
+                            let share = cell.throughput().zip(bare).filter(|(_, b)| *b > 0.0);
+                            let _ = write!(
+                                row,
+                                " {} |",
+                                share.map_or("–".into(), |(t, b)| format!("{:.0}%", t / b * 100.0))
+                            );
                         }
                         "churn" => {
                             let _ = write!(row, " {} |", param(report, "cycle"));
@@ -419,16 +669,34 @@ fn render(r: &Results, args: &CompareArgs, svg_name: &str, notes: Option<&str>) 
         }
         let _ = writeln!(md);
     }
+    rates_section(r, &mut md);
     if let Some(notes) = notes {
         let _ = writeln!(md, "{}", notes.trim_end());
     }
     md
 }
 
+/// The distinct CPU affinities the reports recorded, as text.
+fn observed_cpus(r: &Results) -> Vec<String> {
+    let reports = r.0.values().flat_map(|row| row.values()).chain(r.1.values().flat_map(|t| t.values()).flatten());
+    let mut seen = std::collections::BTreeSet::new();
+    for report in reports.filter_map(Cell::report) {
+        let cpus = &report["cpus"];
+        let load = cpus["load_generator"].as_str().unwrap_or("?");
+        let text = match cpus["server"].as_str() {
+            Some(server) => format!("server {server}, load generator {load}"),
+            None => format!("load generator {load}"),
+        };
+        seen.insert(text);
+    }
+    seen.into_iter().collect()
+}
+
 fn na_row(name: &str, scenario: &str, text: &str) -> String {
     let extra = match scenario {
         "idle" | "churn" => 1,
-        "relay-open" => 2,
+        "relay-open" => 3,
+        "relay" | "fanout" => 1,
         _ => 0,
     };
     format!("| {name} | {text} |{} |", " |".repeat(6 + extra))
@@ -498,6 +766,7 @@ fn chart(r: &Results, path: &Path) -> Result<()> {
     let rows = root.split_evenly((SCENARIOS.len(), 2));
     let colors = [
         RGBColor(31, 119, 180),
+        RGBColor(140, 86, 75),
         RGBColor(255, 127, 14),
         RGBColor(44, 160, 44),
         RGBColor(214, 39, 40),

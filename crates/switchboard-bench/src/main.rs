@@ -16,8 +16,11 @@
 //! Every scenario checks the server as it goes (each message once, in order per
 //! sender, from the right peer, no unexpected errors) and exits with status 1 on
 //! any violation. `--json` prints a machine-readable result; `--svg FILE` draws it.
+//! Open-loop runs (`--rate`) are paced by a dedicated thread (`--pacer`, see
+//! [`scenarios::pacer`]) and report its lateness beside the latency from the due time.
 //! `--adapter` picks the server's protocol (Switchboard, the bare-library echo,
-//! the seeds' Node servers, matchbox_server, peerjs-server); a scenario the server
+//! the bare-library relay, the seeds' Node servers, matchbox_server,
+//! peerjs-server); a scenario the server
 //! cannot run exits with status 3 and, with `--json`, `{"unsupported": REASON}`.
 //! `switchboard-bench compare` turns a directory of `--json` results into
 //! docs/benchmarks.md (see bench/compare.sh).

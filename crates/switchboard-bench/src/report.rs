@@ -11,7 +11,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::cli::Common;
-use crate::scenarios::Outcome;
+use crate::scenarios::{Outcome, PacerReport};
 use crate::stats::{CheckSummary, Percentiles, Sample};
 
 /// Everything a run found out.
@@ -29,6 +29,11 @@ pub struct Report {
     pub latency_us: Option<Latency>,
     /// Open loop only: latency from the actual send rather than the timetable.
     pub service_latency_us: Option<Percentiles>,
+    /// Open loop only: the pacer, and its lateness (actual send minus due).
+    pub pacer: Option<PacerReport>,
+    /// The CPUs each process may run on (`Cpus_allowed_list` in /proc, read as
+    /// the run ends): how the run was pinned.
+    pub cpus: Cpus,
     /// Server `error` messages plus failed connections.
     pub errors: u64,
     pub check: CheckSummary,
@@ -49,6 +54,32 @@ pub struct Throughput {
     pub operations: u64,
     /// The span `value` is measured over, in seconds.
     pub measured_s: f64,
+}
+
+/// The CPU affinity of the load generator and the server.
+#[derive(Debug, Serialize)]
+pub struct Cpus {
+    pub load_generator: Option<String>,
+    /// With --server-pid.
+    pub server: Option<String>,
+    /// CPUs online on the machine.
+    pub online: Option<String>,
+}
+
+impl Cpus {
+    /// Reads the affinities from /proc.
+    pub fn now(server_pid: Option<u32>) -> Cpus {
+        let allowed = |pid: &str| {
+            std::fs::read_to_string(format!("/proc/{pid}/status")).ok().and_then(|status| {
+                status.lines().find_map(|l| l.strip_prefix("Cpus_allowed_list:")).map(|v| v.trim().to_owned())
+            })
+        };
+        Cpus {
+            load_generator: allowed("self"),
+            server: server_pid.and_then(|pid| allowed(&pid.to_string())),
+            online: std::fs::read_to_string("/sys/devices/system/cpu/online").ok().map(|v| v.trim().to_owned()),
+        }
+    }
 }
 
 /// A latency distribution and what it measures.
@@ -75,6 +106,8 @@ impl Report {
             },
             latency_us: outcome.latency.map(|percentiles| Latency { measures: outcome.latency_label, percentiles }),
             service_latency_us: outcome.service_latency,
+            pacer: outcome.pacer,
+            cpus: Cpus::now(common.server_pid),
             errors: check.errors + check.connection_failures,
             ok: check.ok(),
             check,
@@ -158,6 +191,21 @@ impl Report {
                 micros(service.p99),
                 micros(service.p999)
             ));
+        }
+        if let Some(pacer) = &self.pacer {
+            let how = match pacer.spin_us {
+                Some(spin) => format!("{} pacer, spinning the last {spin} µs", pacer.kind),
+                None => format!("{} pacer", pacer.kind),
+            };
+            match &pacer.lateness_us {
+                Some(l) => out.push_str(&format!(
+                    "{how}: lateness (actual send − due) p50 {}, p99 {}, max {}\n",
+                    micros(l.p50),
+                    micros(l.p99),
+                    micros(l.max)
+                )),
+                None => out.push_str(&format!("{how}: nothing sent\n")),
+            }
         }
         if let (Some(before), Some(after), Some(per)) = (
             self.results.get("server_rss_before_kib"),

@@ -88,6 +88,13 @@ impl Latencies {
         shard.saturating_record(us.max(1));
     }
 
+    /// Records one value in microseconds as it is, 0 included (for lateness,
+    /// where 0 is the common case).
+    pub fn record_raw(&self, us: u64) {
+        let mut shard = self.shards[shard_index()].lock().unwrap_or_else(|e| e.into_inner());
+        shard.saturating_record(us);
+    }
+
     /// All shards merged.
     pub fn merged(&self) -> Histogram<u64> {
         let mut total = new_histogram();

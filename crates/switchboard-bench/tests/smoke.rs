@@ -214,6 +214,23 @@ fn relay_open_loop_sdp() {
     let report = scenario(&["relay", "--pairs", "100", "--size-mix", "sdp", "--rate", "2000"]);
     assert_eq!(report["params"]["mode"], "open");
     assert!(report["service_latency_us"]["count"].as_u64().unwrap_or(0) > 0);
+    // The pacer thread (the default) sent every message and says how late.
+    let pacer = &report["pacer"];
+    assert_eq!(pacer["kind"], "thread", "{report}");
+    assert_eq!(pacer["spin_us"], 150, "{report}");
+    assert_eq!(pacer["lateness_us"]["count"], report["results"]["sent"], "{report}");
+    for field in ["p50", "p99", "max"] {
+        assert!(pacer["lateness_us"][field].is_u64(), "pacer.lateness_us.{field}: {report}");
+    }
+    assert!(report["cpus"]["load_generator"].is_string(), "{report}");
+}
+
+#[test]
+fn relay_open_loop_on_the_tokio_pacer() {
+    let report = scenario(&["relay", "--pairs", "20", "--rate", "1000", "--pacer", "tokio"]);
+    assert_eq!(report["pacer"]["kind"], "tokio", "{report}");
+    assert!(report["pacer"]["spin_us"].is_null(), "{report}");
+    assert_eq!(report["pacer"]["lateness_us"]["count"], report["results"]["sent"], "{report}");
 }
 
 #[test]
@@ -241,7 +258,7 @@ fn refuses_anything_but_loopback() {
     assert!(run.stderr.contains("not a loopback address"), "{}", run.stderr);
 }
 
-/// The bare-library echo server of this crate, killed when dropped.
+/// One of this crate's bare-library servers (echo or relay), killed when dropped.
 struct BareEcho {
     child: Child,
     url: String,
@@ -249,13 +266,17 @@ struct BareEcho {
 
 impl BareEcho {
     fn start() -> BareEcho {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard-bench-bare-echo"))
+        BareEcho::start_binary(env!("CARGO_BIN_EXE_switchboard-bench-bare-echo"))
+    }
+
+    fn start_binary(binary: &str) -> BareEcho {
+        let mut child = Command::new(binary)
             .args(["--listen", "127.0.0.1:0"])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
-            .expect("spawn switchboard-bench-bare-echo");
+            .unwrap_or_else(|e| panic!("spawn {binary}: {e}"));
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).expect("read its first line");
         let addr = line.trim().strip_prefix("listening ").unwrap_or_else(|| panic!("not `listening ADDR`: {line:?}"));
@@ -301,6 +322,47 @@ fn bare_echo_server_echoes_and_holds_idle_connections() {
     assert!(report["results"]["server_rss_per_connection_kib"].is_number(), "{}", run.stdout);
 }
 
+/// Runs the load generator against `url` with `args` and checks the verdict.
+fn checked_run(url: &str, args: &[&str]) -> Value {
+    let mut full = args.to_vec();
+    full.extend(["--url", url, "--json"]);
+    let run = bench(&full);
+    assert!(run.success, "switchboard-bench {full:?} failed:\n{}\n{}", run.stdout, run.stderr);
+    let report: Value = serde_json::from_str(&run.stdout).expect("JSON on stdout");
+    assert_eq!(report["ok"], true, "{}", run.stdout);
+    assert!(report["throughput"]["operations"].as_u64().unwrap_or(0) > 0, "{}", run.stdout);
+    report
+}
+
+#[test]
+fn bare_relay_server_relays_pairs_and_fans_out() {
+    let server = BareEcho::start_binary(env!("CARGO_BIN_EXE_switchboard-bench-bare-relay"));
+    let pid = server.child.id().to_string();
+    let run = |args: &[&str]| {
+        let mut args = args.to_vec();
+        args.extend(["--adapter", "bare-relay", "--duration", "1s"]);
+        checked_run(&server.url, &args)
+    };
+    let closed = run(&["relay", "--pairs", "20", "--server-pid", &pid]);
+    assert_eq!(closed["params"]["mode"], "closed");
+    assert!(closed["results"]["server_cpu_us_per_op"].is_number(), "{closed}");
+    // Every message sent arrived, once, in order, from the partner.
+    assert_eq!(closed["throughput"]["operations"], closed["results"]["sent"], "{closed}");
+    let open = run(&["relay", "--pairs", "20", "--rate", "1000"]);
+    assert_eq!(open["pacer"]["lateness_us"]["count"], open["results"]["sent"], "{open}");
+    let fanout = run(&["fanout", "-k", "10", "-m", "3"]);
+    assert_eq!(
+        fanout["throughput"]["operations"].as_u64().unwrap(),
+        fanout["results"]["broadcasts"].as_u64().unwrap() * 9,
+        "{fanout}"
+    );
+    // No rooms, ids or echo: the other scenarios are not applicable.
+    let run = bench(&["echo", "--adapter", "bare-relay", "--clients", "1", "--url", &server.url, "--json"]);
+    assert!(!run.success);
+    let report: Value = serde_json::from_str(&run.stdout).expect("JSON on stdout");
+    assert!(report["unsupported"].as_str().unwrap_or("").contains("bare relay"), "{}", run.stdout);
+}
+
 #[test]
 fn a_scenario_the_server_cannot_run_is_not_applicable() {
     // No server needed: the load generator refuses before connecting.
@@ -321,6 +383,20 @@ fn compare_writes_the_report_from_results() {
     let run = bench(&["fanout", "--adapter", "peerjs", "-k", "2", "-m", "1", "--url", "ws://127.0.0.1:9", "--json"]);
     std::fs::write(dir.join("fanout.peerjs.json"), &run.stdout).unwrap();
     std::fs::write(dir.join("echo.seed.json"), r#"{"failed": "seed did not start"}"#).unwrap();
+    // Three fixed-rate runs of one target: best and median per percentile.
+    for (rep, p99) in [(1, 900), (2, 300), (3, 500)] {
+        let report = serde_json::json!({
+            "scenario": "relay", "duration_s": 5.0, "ok": true,
+            "params": {"pairs": 100, "size_mix": "mixed", "rate": 20000},
+            "latency_us": {"p50": 100 + rep, "p99": p99, "p999": 2 * p99},
+            "service_latency_us": {"p99": 90},
+            "pacer": {"kind": "thread", "lateness_us": {"p50": 1, "p99": 4 + rep, "max": 30 * rep}},
+            "results": {"sent": 100000},
+            "throughput": {"value": 19_800.0 + rep as f64 * 100.0, "unit": "msgs/s"},
+            "cpus": {"load_generator": "1", "server": "0"},
+        });
+        std::fs::write(dir.join(format!("relay-rate-20000.switchboard.{rep}.json")), report.to_string()).unwrap();
+    }
     let out = dir.join("benchmarks.md");
     let svg = dir.join("benchmarks.svg");
     let run = bench(&[
@@ -333,6 +409,8 @@ fn compare_writes_the_report_from_results() {
         svg.to_str().unwrap(),
         "--setting",
         "date=today",
+        "--setting",
+        "pinning=server on CPU 0, load generator on CPU 1 (taskset -c)",
     ]);
     assert!(run.success, "{}", run.stderr);
     let markdown = std::fs::read_to_string(&out).unwrap();
@@ -341,5 +419,15 @@ fn compare_writes_the_report_from_results() {
     assert!(markdown.contains("| peerjs-server | n/a: peerjs-server has no rooms"), "{markdown}");
     assert!(markdown.contains("**run failed**: seed did not start"), "{markdown}");
     assert!(markdown.contains("| idle memory ≤ 2 KiB"), "{markdown}");
+    assert!(markdown.contains("## The targets of issue #16"), "{markdown}");
+    assert!(markdown.contains("| pinning | server on CPU 0, load generator on CPU 1"), "{markdown}");
+    assert!(markdown.contains("server 0, load generator 1"), "{markdown}");
+    assert!(
+        markdown.contains(
+            "| 20,000 msgs/s | Switchboard | 3 | 101 µs / 102 µs | 300 µs / 500 µs | 600 µs / 1.00 ms | 90 µs | 6 µs / 90 µs | 100% | ok |"
+        ),
+        "{markdown}"
+    );
+    assert!(markdown.contains("relay p99 from the due time ≤ 250 µs at 20,000 msgs/s | best 300 µs, median 500 µs of 3 runs | **not met**"), "{markdown}");
     assert!(chart.starts_with("<svg"));
 }

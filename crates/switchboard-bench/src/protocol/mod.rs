@@ -10,6 +10,7 @@
 //! stamp back to the scenario.
 //!
 //! The adapters: [`switchboard`] (Switchboard, and the bare-library echo server),
+//! [`bare_relay`] (the bare-library relay, `switchboard-bench-bare-relay`),
 //! [`seed`] (the seeds' Node.js servers in bench/peers), [`matchbox`]
 //! (matchbox_server), [`peerjs`] (peerjs-server). Each says in its [`Features`]
 //! what the server cannot do; a scenario that needs it ends with
@@ -25,6 +26,7 @@ use std::sync::LazyLock;
 use anyhow::{bail, Context, Result};
 use tokio::net::{TcpSocket, TcpStream};
 
+pub mod bare_relay;
 pub mod body;
 pub mod matchbox;
 pub mod peerjs;
@@ -104,8 +106,11 @@ pub struct Connection<P: Protocol> {
 /// What a server can do, and why not where it cannot.
 #[derive(Debug, Clone, Copy)]
 pub struct Features {
-    /// Peers with ids, in rooms, relaying to each other (idle, relay, churn).
+    /// Peers with ids, in rooms, relaying to each other (idle, churn).
     pub signaling: Result<(), &'static str>,
+    /// Two peers of a room relaying to each other (relay): everything with
+    /// signaling, and the bare relay, which pairs connections without rooms.
+    pub relay: Result<(), &'static str>,
     /// One message to every other member of a room (fanout).
     pub broadcast: Result<(), &'static str>,
     /// The seeds' echo (echo).
@@ -119,7 +124,14 @@ pub struct Features {
 impl Default for Features {
     /// Everything but leave and membership events.
     fn default() -> Features {
-        Features { signaling: Ok(()), broadcast: Ok(()), echo: Ok(()), leave: false, membership_events: false }
+        Features {
+            signaling: Ok(()),
+            relay: Ok(()),
+            broadcast: Ok(()),
+            echo: Ok(()),
+            leave: false,
+            membership_events: false,
+        }
     }
 }
 

@@ -69,7 +69,7 @@ impl Protocol for Switchboard {
     fn features(&self) -> Features {
         if self.bare {
             const WHY: &str = "a bare WebSocket echo server: no peers, rooms or relay";
-            Features { signaling: Err(WHY), broadcast: Err(WHY), ..Features::default() }
+            Features { signaling: Err(WHY), relay: Err(WHY), broadcast: Err(WHY), ..Features::default() }
         } else {
             Features { leave: true, membership_events: true, ..Features::default() }
         }
@@ -158,7 +158,7 @@ struct Frame<'a> {
 }
 
 /// Decodes one frame from `/ws`.
-fn decode(text: &str) -> Event {
+pub fn decode(text: &str) -> Event {
     let frame: Frame = match serde_json::from_str(text) {
         Ok(frame) => frame,
         Err(err) => return Event::Other(format!("undecodable frame ({err}): {}", truncate(text))),

@@ -19,8 +19,8 @@ use serde_json::Value;
 use tokio::sync::{watch, Semaphore};
 
 use super::{
-    close_all, count_losses, drain, progress_bar, ramp, rate_limit_note, receive_loop, send_loop, setup, Ctx, Dest,
-    Expect, Outcome, Pace, SendPlan,
+    close_all, count_losses, drain, pacer_note, progress_bar, ramp, rate_limit_note, receive_loop, send_all, setup,
+    Ctx, Dest, Expect, Outcome, Pace, SendPlan,
 };
 use crate::cli::FanoutArgs;
 use crate::protocol::{Protocol, Purpose};
@@ -153,15 +153,12 @@ pub async fn run<P: Protocol>(protocol: &P, args: &FanoutArgs, ctx: &Arc<Ctx>) -
     let sampler = Sampler::start(ctx.done.clone(), Sampler::interval_for(common.duration));
     ctx.cpu_mark_start();
     let mut sender_rxs = Vec::with_capacity(rooms as usize);
-    let mut tasks = Vec::with_capacity(rooms as usize);
+    let mut senders = Vec::with_capacity(rooms as usize);
     for ((tx, rx, id), plan) in sender_halves.into_iter().zip(plans) {
-        tasks.push(tokio::spawn(send_loop(tx, plan, ctx.clone(), format!("sender {id}"))));
+        senders.push((tx, plan, format!("sender {id}")));
         sender_rxs.push(rx);
     }
-    let mut sender_txs = Vec::with_capacity(tasks.len());
-    for task in tasks {
-        sender_txs.push(task.await?);
-    }
+    let sender_txs = send_all(senders, ctx).await?;
     let broadcasts: u64 = sent_counts.iter().map(|sent| sent.load(Ordering::Relaxed)).sum();
     let expected = broadcasts * receivers_per_room;
     let drained = drain(&ctx.done, expected, common.drain_timeout).await;
@@ -218,6 +215,7 @@ pub async fn run<P: Protocol>(protocol: &P, args: &FanoutArgs, ctx: &Arc<Ctx>) -
             .notes
             .push(format!("{} deliveries still missing after --drain-timeout", expected.saturating_sub(delivered)));
     }
+    outcome.notes.extend(pacer_note(&outcome));
     outcome.notes.extend(rate_limit_note(ctx));
     Ok(outcome)
 }

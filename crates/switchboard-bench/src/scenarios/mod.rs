@@ -10,6 +10,7 @@ pub mod churn;
 pub mod echo;
 pub mod fanout;
 pub mod idle;
+pub mod pacer;
 pub mod relay;
 
 use std::future::Future;
@@ -26,7 +27,8 @@ use rand::Rng;
 use serde_json::{Map, Value};
 use tokio::sync::{watch, Semaphore};
 
-use crate::cli::{Adapter, Common, Scenario, SizeMix};
+use crate::cli::{Adapter, Common, PacerKind, Scenario, SizeMix};
+use crate::protocol::bare_relay::BareRelay;
 use crate::protocol::matchbox::Matchbox;
 use crate::protocol::peerjs::PeerJs;
 use crate::protocol::seed::Seed;
@@ -58,6 +60,7 @@ pub async fn run(scenario: &Scenario) -> Result<Report> {
             run_with(Switchboard::nodes(targets, read_buffer), scenario).await
         }
         Adapter::Bare => run_with(Switchboard::bare(target, read_buffer), scenario).await,
+        Adapter::BareRelay => run_with(BareRelay::new(target, read_buffer), scenario).await,
         Adapter::Seed => run_with(Seed::new(target, read_buffer), scenario).await,
         Adapter::Matchbox => run_with(Matchbox::new(target, read_buffer), scenario).await,
         Adapter::Peerjs => run_with(PeerJs::new(target, read_buffer), scenario).await,
@@ -71,7 +74,8 @@ fn supported<P: Protocol>(protocol: &P, scenario: &Scenario) -> Result<(), Unsup
         // A server without rooms holds plain echo connections instead.
         Scenario::Idle(_) => features.signaling.or(features.echo),
         Scenario::Echo(_) => features.echo,
-        Scenario::Relay(_) | Scenario::Churn(_) => features.signaling,
+        Scenario::Relay(_) => features.relay,
+        Scenario::Churn(_) => features.signaling,
         Scenario::Fanout(_) => features.broadcast,
     };
     needed.map_err(Unsupported)
@@ -79,7 +83,7 @@ fn supported<P: Protocol>(protocol: &P, scenario: &Scenario) -> Result<(), Unsup
 
 async fn run_with<P: Protocol>(protocol: P, scenario: &Scenario) -> Result<Report> {
     supported(&protocol, scenario)?;
-    let ctx = Arc::new(Ctx::new(scenario.common().clone()));
+    let ctx = Arc::new(Ctx::new(scenario.common().clone(), scenario.open_loop()));
     let outcome = match scenario {
         Scenario::Idle(args) => idle::run(&protocol, args, &ctx).await?,
         Scenario::Echo(args) => echo::run(&protocol, args, &ctx).await?,
@@ -100,6 +104,10 @@ pub struct Ctx {
     pub latencies: Latencies,
     /// Open loop only: latency from the actual send instead of the timetable.
     pub service: Latencies,
+    /// Open loop only: the pacer's lateness, actual send minus due.
+    pub lateness: Latencies,
+    /// Whether the scenario sends on a timetable.
+    pub open_loop: bool,
     /// Completed operations: deliveries, round trips, cycles, connections.
     pub done: Arc<Counter>,
     /// The server's CPU time at the start and end of the measured phase.
@@ -127,13 +135,15 @@ impl CpuTimes {
 }
 
 impl Ctx {
-    fn new(common: Common) -> Ctx {
+    fn new(common: Common, open_loop: bool) -> Ctx {
         Ctx {
             common,
             clock: Clock::new(),
             check: Check::default(),
             latencies: Latencies::default(),
             service: Latencies::default(),
+            lateness: Latencies::default(),
+            open_loop,
             done: Arc::new(Counter::default()),
             cpu: std::sync::Mutex::new((None, None)),
         }
@@ -177,6 +187,8 @@ pub struct Outcome {
     pub latency_label: &'static str,
     pub latency: Option<Percentiles>,
     pub service_latency: Option<Percentiles>,
+    /// Open loop only: how the sends were paced, and how late they went out.
+    pub pacer: Option<PacerReport>,
     pub series: Vec<Sample>,
     /// Scenario-specific results (server memory, ...).
     pub extra: Map<String, Value>,
@@ -197,6 +209,7 @@ impl Outcome {
             latency_label: "",
             latency: Percentiles::of(&ctx.latencies.merged()),
             service_latency: Percentiles::of(&ctx.service.merged()),
+            pacer: ctx.open_loop.then(|| PacerReport::of(ctx)),
             series: Vec::new(),
             extra: Map::new(),
             notes: Vec::new(),
@@ -220,6 +233,28 @@ impl Outcome {
     fn param(mut self, name: &str, value: impl Into<Value>) -> Outcome {
         self.params.insert(name.into(), value.into());
         self
+    }
+}
+
+/// How an open-loop run was paced, as reported.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PacerReport {
+    /// `thread` or `tokio` (`--pacer`).
+    pub kind: &'static str,
+    /// The thread pacer's spin before each due time, in microseconds.
+    pub spin_us: Option<u64>,
+    /// Actual send minus due time, in microseconds, over every message sent.
+    pub lateness_us: Option<Percentiles>,
+}
+
+impl PacerReport {
+    fn of(ctx: &Ctx) -> PacerReport {
+        let thread = ctx.common.pacer == PacerKind::Thread;
+        PacerReport {
+            kind: if thread { "thread" } else { "tokio" },
+            spin_us: thread.then_some(ctx.common.pacer_spin_us),
+            lateness_us: Percentiles::of(&ctx.lateness.merged()),
+        }
     }
 }
 
@@ -277,6 +312,24 @@ pub async fn drain(done: &Counter, expected: u64, timeout: Duration) -> bool {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     true
+}
+
+/// The lateness the pacer aims to stay within.
+pub const PACER_AIM_US: u64 = 50;
+
+/// Says so when the pacer's p99 lateness was above [`PACER_AIM_US`]: the load
+/// generator, not the server, was behind its timetable.
+pub fn pacer_note(outcome: &Outcome) -> Option<String> {
+    let pacer = outcome.pacer.as_ref()?;
+    let p99 = pacer.lateness_us.as_ref()?.p99;
+    (p99 > PACER_AIM_US).then(|| {
+        format!(
+            "note: the {} pacer's p99 lateness was {} (it aims for {PACER_AIM_US} µs): the load generator fell \
+             behind its timetable, and latency from the due time includes that",
+            pacer.kind,
+            crate::report::micros(p99)
+        )
+    })
 }
 
 /// Warns when the server rate-limited the run.
@@ -345,7 +398,13 @@ pub fn body_for(mix: SizeMix, seq: u64, rng: &mut SmallRng) -> (BodyKind, usize)
     }
 }
 
-async fn send_one<T: Tx>(tx: &mut T, plan: &mut SendPlan, seq: u64, due_us: u64, sent_us: u64) -> Result<()> {
+pub(crate) async fn send_one<T: Tx>(
+    tx: &mut T,
+    plan: &mut SendPlan,
+    seq: u64,
+    due_us: u64,
+    sent_us: u64,
+) -> Result<()> {
     let (kind, size) = body_for(plan.mix, seq, &mut plan.rng);
     let message = Outgoing { kind, stamp: Stamp { seq, due_us, sent_us }, size };
     match &plan.dest {
@@ -354,6 +413,26 @@ async fn send_one<T: Tx>(tx: &mut T, plan: &mut SendPlan, seq: u64, due_us: u64,
     }
     plan.sent.store(seq + 1, Ordering::Relaxed);
     Ok(())
+}
+
+/// Runs every sender's plan to its end and returns the sending halves, in the
+/// order given: open loop with `--pacer thread` on the [`pacer`] thread, else
+/// one task per sender ([`send_loop`]).
+pub async fn send_all<T: Tx>(senders: Vec<(T, SendPlan, String)>, ctx: &Arc<Ctx>) -> Result<Vec<T>> {
+    let open = senders.iter().any(|(_, plan, _)| matches!(plan.pace, Pace::Open { .. }));
+    if open && ctx.common.pacer == PacerKind::Thread {
+        let paced = senders.into_iter().map(|(tx, plan, label)| pacer::Paced { tx, plan, label }).collect();
+        let spin = Duration::from_micros(ctx.common.pacer_spin_us);
+        let (txs, _) = pacer::run(paced, ctx.clone(), spin).await?;
+        return Ok(txs);
+    }
+    let tasks: Vec<_> =
+        senders.into_iter().map(|(tx, plan, label)| tokio::spawn(send_loop(tx, plan, ctx.clone(), label))).collect();
+    let mut txs = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        txs.push(task.await?);
+    }
+    Ok(txs)
 }
 
 /// Sends until `plan.end`; returns the sending half for closing. A failed send
@@ -416,6 +495,7 @@ async fn send_open<T: Tx>(
         // it was due: a sender that fell behind is charged for it.
         loop {
             let now = ctx.clock.now_us();
+            ctx.lateness.record_raw(now.saturating_sub(due(seq)));
             send_one(tx, plan, seq, due(seq), now).await?;
             seq += 1;
             if due(seq) > now || due(seq) >= end_us {
@@ -496,7 +576,7 @@ pub async fn receive_loop<R: Rx>(
             }
         }
         ctx.latencies.record(now.saturating_sub(stamp.due_us));
-        if stamp.due_us != stamp.sent_us {
+        if ctx.open_loop {
             ctx.service.record(now.saturating_sub(stamp.sent_us));
         }
         let seen = tracker.observe(stamp.seq);

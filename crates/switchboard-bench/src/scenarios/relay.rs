@@ -20,8 +20,8 @@ use serde_json::Value;
 use tokio::sync::{watch, Semaphore};
 
 use super::{
-    close_all, count_losses, drain, progress_bar, ramp, rate_limit_note, receive_loop, send_loop, setup, Ctx, Dest,
-    Expect, Outcome, Pace, SendPlan,
+    close_all, count_losses, drain, pacer_note, progress_bar, ramp, rate_limit_note, receive_loop, send_all, setup,
+    Ctx, Dest, Expect, Outcome, Pace, SendPlan,
 };
 use crate::cli::RelayArgs;
 use crate::protocol::{Protocol, Purpose};
@@ -108,15 +108,8 @@ pub async fn run<P: Protocol>(protocol: &P, args: &RelayArgs, ctx: &Arc<Ctx>) ->
     let started = Instant::now();
     let sampler = Sampler::start(ctx.done.clone(), Sampler::interval_for(common.duration));
     ctx.cpu_mark_start();
-    let senders: Vec<_> = plans
-        .into_iter()
-        .zip(&sending)
-        .map(|((tx, plan), (_, label))| tokio::spawn(send_loop(tx, plan, ctx.clone(), label.clone())))
-        .collect();
-    let mut txs = Vec::with_capacity(senders.len());
-    for sender in senders {
-        txs.push(sender.await?);
-    }
+    let senders = plans.into_iter().zip(&sending).map(|((tx, plan), (_, label))| (tx, plan, label.clone())).collect();
+    let txs = send_all(senders, ctx).await?;
     let expected: u64 = sending.iter().map(|(sent, _)| sent.load(Ordering::Relaxed)).sum();
     let drained = drain(&ctx.done, expected, common.drain_timeout).await;
     let measured = started.elapsed();
@@ -165,6 +158,7 @@ pub async fn run<P: Protocol>(protocol: &P, args: &RelayArgs, ctx: &Arc<Ctx>) ->
             .notes
             .push(format!("{} messages still missing after --drain-timeout", expected.saturating_sub(delivered)));
     }
+    outcome.notes.extend(pacer_note(&outcome));
     outcome.notes.extend(rate_limit_note(ctx));
     Ok(outcome)
 }
