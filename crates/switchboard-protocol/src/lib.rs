@@ -16,6 +16,7 @@
 //! pin the examples given there.
 
 pub mod client;
+pub mod compat;
 pub mod error;
 pub mod relay;
 pub mod server;

@@ -36,6 +36,34 @@ impl PeerId {
         // Only ever built from base64url output or checked ASCII.
         std::str::from_utf8(&self.0).unwrap_or_default()
     }
+
+    fn from_bits(bits: [u8; 16]) -> PeerId {
+        let mut id = [0u8; PEER_ID_LEN];
+        let written = URL_SAFE_NO_PAD.encode_slice(bits, &mut id).expect("16 bytes encode to 22 characters");
+        debug_assert_eq!(written, PEER_ID_LEN);
+        PeerId(id)
+    }
+
+    /// A fresh random id that is also a version 4 UUID, for dialects whose
+    /// clients expect one (matchbox): 122 random bits.
+    pub fn random_uuid() -> PeerId {
+        let mut bits = [0u8; 16];
+        getrandom::fill(&mut bits).expect("the operating system's random source is available");
+        PeerId::from_bits(uuid::Builder::from_random_bytes(bits).into_uuid().into_bytes())
+    }
+
+    /// The id of a peer a client names by UUID (any version).
+    pub fn from_uuid(text: &str) -> Option<PeerId> {
+        uuid::Uuid::try_parse(text).ok().map(|uuid| PeerId::from_bits(uuid.into_bytes()))
+    }
+
+    /// The id as a hyphenated, lower-case UUID.
+    pub fn to_uuid(&self) -> String {
+        let mut bits = [0u8; 16];
+        // A peer id is always 22 base64url characters: 16 bytes.
+        let _ = URL_SAFE_NO_PAD.decode_slice(self.0, &mut bits);
+        uuid::Uuid::from_bytes(bits).hyphenated().to_string()
+    }
 }
 
 impl std::fmt::Display for PeerId {
@@ -97,6 +125,18 @@ mod tests {
             assert_eq!(id.as_str().len(), PEER_ID_LEN);
             assert_eq!(PeerId::parse(id.as_str()), Some(id));
         }
+    }
+
+    #[test]
+    fn uuid_ids_round_trip_and_are_version_4() {
+        let id = PeerId::random_uuid();
+        let text = id.to_uuid();
+        let uuid = uuid::Uuid::parse_str(&text).unwrap();
+        assert_eq!(uuid.get_version_num(), 4);
+        assert_eq!(text, text.to_lowercase());
+        assert_eq!(PeerId::from_uuid(&text), Some(id));
+        assert_eq!(PeerId::parse(id.as_str()), Some(id));
+        assert_eq!(PeerId::from_uuid("not-a-uuid"), None);
     }
 
     #[test]

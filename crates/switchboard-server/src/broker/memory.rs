@@ -22,6 +22,10 @@ struct Seats {
     seq: u64,
     /// Set by the join that created the room.
     capacity: Option<u32>,
+    /// Set by the join that created the room: close once full.
+    seal: bool,
+    /// It was full once and is sealed: nobody else gets in.
+    sealed: bool,
     /// In join order.
     members: IndexMap<PeerId, Shown>,
 }
@@ -52,20 +56,26 @@ impl MemoryBroker {
     }
 
     /// The decision, synchronous: it never waits on anything.
-    fn decide(&self, room: &Arc<str>, member: &Listed, capacity: Option<u32>) -> Verdict {
+    fn decide(&self, room: &Arc<str>, member: &Listed, capacity: Option<u32>, seal: bool) -> Verdict {
         let max = self.max_peers_per_room;
-        let mut seats =
-            self.rooms.entry(room.clone()).or_insert_with(|| Seats { seq: 0, capacity, members: IndexMap::new() });
+        let mut seats = self.rooms.entry(room.clone()).or_insert_with(|| Seats {
+            seq: 0,
+            capacity,
+            seal,
+            sealed: false,
+            members: IndexMap::new(),
+        });
         if seats.members.contains_key(&member.id) {
             return Verdict::AlreadyJoined;
         }
         let limit = seats.capacity.unwrap_or(u32::MAX).min(max);
-        if seats.members.len() >= limit as usize {
+        if seats.sealed || seats.members.len() >= limit as usize {
             return Verdict::Full(limit);
         }
         seats.seq += 1;
         let seq = seats.seq;
         seats.members.insert(member.id, member.shown.clone());
+        seats.sealed = seats.seal && seats.members.len() >= limit as usize;
         let members = self.listed(&seats);
         // Under the room's lock: the hub sees this room's events in seq order.
         self.publish(room, RoomEvent::Joined { seq, member: member.clone(), restored: false });
@@ -108,8 +118,9 @@ impl Broker for MemoryBroker {
         room: &'a Arc<str>,
         member: &'a Listed,
         capacity: Option<u32>,
+        seal: bool,
     ) -> BoxFuture<'a, Result<Verdict, BrokerError>> {
-        future::ready(Ok(self.decide(room, member, capacity))).boxed()
+        future::ready(Ok(self.decide(room, member, capacity, seal))).boxed()
     }
 
     fn leave<'a>(&'a self, room: &'a Arc<str>, peer: PeerId) -> BoxFuture<'a, ()> {
@@ -194,17 +205,17 @@ mod tests {
         let (broker, recorder) = started();
         let room: Arc<str> = "r".into();
         let (a, b, c) = (member(&broker), member(&broker), member(&broker));
-        let Verdict::Admitted { capacity, seq, members } = broker.join(&room, &a, Some(2)).await.unwrap() else {
+        let Verdict::Admitted { capacity, seq, members } = broker.join(&room, &a, Some(2), false).await.unwrap() else {
             panic!("a is admitted")
         };
         assert_eq!((capacity, seq, members.len()), (Some(2), 1, 1));
-        let Verdict::Admitted { seq, members, .. } = broker.join(&room, &b, None).await.unwrap() else {
+        let Verdict::Admitted { seq, members, .. } = broker.join(&room, &b, None, false).await.unwrap() else {
             panic!("b is admitted")
         };
         assert_eq!(seq, 2);
         assert_eq!(members.iter().map(|m| m.id).collect::<Vec<_>>(), vec![a.id, b.id], "oldest first");
-        assert!(matches!(broker.join(&room, &c, None).await.unwrap(), Verdict::Full(2)));
-        assert!(matches!(broker.join(&room, &a, None).await.unwrap(), Verdict::AlreadyJoined));
+        assert!(matches!(broker.join(&room, &c, None, false).await.unwrap(), Verdict::Full(2)));
+        assert!(matches!(broker.join(&room, &a, None, false).await.unwrap(), Verdict::AlreadyJoined));
         broker.leave(&room, a.id).await;
         broker.leave(&room, a.id).await; // not a member any more: nothing happens
         let lines = recorder.0.lock().unwrap().clone();
@@ -215,17 +226,35 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_sealed_room_admits_nobody_once_it_has_been_full() {
+        let (broker, _) = started();
+        let room: Arc<str> = "group".into();
+        let (a, b) = (member(&broker), member(&broker));
+        broker.join(&room, &a, Some(2), true).await.unwrap();
+        broker.join(&room, &b, None, true).await.unwrap();
+        broker.leave(&room, b.id).await;
+        assert!(matches!(broker.join(&room, &member(&broker), None, true).await.unwrap(), Verdict::Full(2)));
+        // Empty, it is gone, seal and all: a new group may form under the name.
+        broker.leave(&room, a.id).await;
+        let again = broker.join(&room, &member(&broker), Some(2), true).await.unwrap();
+        assert!(matches!(again, Verdict::Admitted { .. }));
+    }
+
+    #[tokio::test]
     async fn an_empty_room_is_forgotten_with_its_capacity() {
         let (broker, _) = started();
         let room: Arc<str> = "r".into();
         let a = member(&broker);
-        broker.join(&room, &a, Some(1)).await.unwrap();
+        broker.join(&room, &a, Some(1), false).await.unwrap();
         broker.leave(&room, a.id).await;
         assert!(broker.members(&room).await.unwrap().is_empty());
         // A new room of the same name takes the server's maximum (3), not the old capacity.
         for _ in 0..3 {
-            assert!(matches!(broker.join(&room, &member(&broker), None).await.unwrap(), Verdict::Admitted { .. }));
+            assert!(matches!(
+                broker.join(&room, &member(&broker), None, false).await.unwrap(),
+                Verdict::Admitted { .. }
+            ));
         }
-        assert!(matches!(broker.join(&room, &member(&broker), None).await.unwrap(), Verdict::Full(3)));
+        assert!(matches!(broker.join(&room, &member(&broker), None, false).await.unwrap(), Verdict::Full(3)));
     }
 }

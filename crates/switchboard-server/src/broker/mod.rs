@@ -196,12 +196,15 @@ pub trait Broker: Send + Sync {
     fn release(&self, room: Arc<str>);
 
     /// Admits `member` to `room` if it has room for it; `capacity` applies if
-    /// the join creates the room. Publishes the join to every node (this one too).
+    /// the join creates the room, and so does `seal`: a sealed room that has
+    /// been full once admits nobody again. Publishes the join to every node
+    /// (this one too).
     fn join<'a>(
         &'a self,
         room: &'a Arc<str>,
         member: &'a Listed,
         capacity: Option<u32>,
+        seal: bool,
     ) -> BoxFuture<'a, Result<Verdict, BrokerError>>;
 
     /// Removes `peer` of this node from `room` and publishes its departure. Never

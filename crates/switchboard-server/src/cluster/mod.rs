@@ -230,7 +230,13 @@ impl RedisBroker {
     }
 
     /// Asks Redis to admit `member` to `room`, cluster-wide.
-    async fn admit(&self, room: &str, member: &Listed, capacity: Option<u32>) -> Result<Verdict, BrokerError> {
+    async fn admit(
+        &self,
+        room: &str,
+        member: &Listed,
+        capacity: Option<u32>,
+        seal: bool,
+    ) -> Result<Verdict, BrokerError> {
         self.check_up()?;
         let record = wire::record_prefix(self.node, user_of(&member.shown), meta_of(&member.shown));
         let mut link = self.link.clone();
@@ -246,7 +252,8 @@ impl RedisBroker {
             .arg(capacity.map(|c| c.to_string()).unwrap_or_default())
             .arg(self.max_peers_per_room)
             .arg(self.keys.room_channel(room))
-            .arg(link.publish_command());
+            .arg(link.publish_command())
+            .arg(if seal { "1" } else { "" });
         let answer: Vec<Value> = self.call(invocation.invoke_async(&mut link)).await?;
         match answer.as_slice() {
             [Value::BulkString(status), capacity, Value::Int(seq), Value::Array(fields)] if status == b"ok" => {
@@ -367,8 +374,9 @@ impl Broker for RedisBroker {
         room: &'a Arc<str>,
         member: &'a Listed,
         capacity: Option<u32>,
+        seal: bool,
     ) -> BoxFuture<'a, Result<Verdict, BrokerError>> {
-        self.admit(room, member, capacity).boxed()
+        self.admit(room, member, capacity, seal).boxed()
     }
 
     fn leave<'a>(&'a self, room: &'a Arc<str>, peer: PeerId) -> BoxFuture<'a, ()> {

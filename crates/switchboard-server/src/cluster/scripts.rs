@@ -27,6 +27,7 @@ local function members(room)
   local n = redis.call('HLEN', room)
   if redis.call('HEXISTS', room, '\0seq') == 1 then n = n - 1 end
   if redis.call('HEXISTS', room, '\0cap') == 1 then n = n - 1 end
+  if redis.call('HEXISTS', room, '\0seal') == 1 then n = n - 1 end
   return n
 end
 local function drop_if_empty(room)
@@ -53,8 +54,10 @@ end
 ///
 /// KEYS: the room. ARGV: peer, record prefix, capacity asked ("" for none; set
 /// only by the join that creates the room), server-wide max peers, channel,
-/// publish command. Returns `{"ok", capacity or "", seq of the join, HGETALL}`,
-/// `{"full", limit}` or `{"already"}`.
+/// publish command, "1" to seal the room once full (likewise). Returns
+/// `{"ok", capacity or "", seq of the join, HGETALL}`, `{"full", limit}` or
+/// `{"already"}`. A sealed room's `\0seal` field is "1" until it is full, then
+/// "sealed": it admits nobody again until it is empty (and so deleted).
 pub static JOIN: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         "{PRELUDE}{}",
@@ -64,6 +67,8 @@ if redis.call('HEXISTS', room, peer) == 1 then return {'already'} end
 local count = members(room)
 local cap = redis.call('HGET', room, '\0cap')
 if count == 0 then
+  redis.call('HDEL', room, '\0seal')
+  if ARGV[7] == '1' then redis.call('HSET', room, '\0seal', '1') end
   if ARGV[3] ~= '' then
     cap = ARGV[3]
     redis.call('HSET', room, '\0cap', cap)
@@ -74,8 +79,11 @@ if count == 0 then
 end
 local limit = tonumber(ARGV[4])
 if cap and tonumber(cap) < limit then limit = tonumber(cap) end
-if count >= limit then return {'full', limit} end
+if count >= limit or redis.call('HGET', room, '\0seal') == 'sealed' then return {'full', limit} end
 local joined = add(room, peer, ARGV[2], ARGV[5], ARGV[6], 'j')
+if count + 1 >= limit and redis.call('HEXISTS', room, '\0seal') == 1 then
+  redis.call('HSET', room, '\0seal', 'sealed')
+end
 return {'ok', cap or '', joined, redis.call('HGETALL', room)}
 "#
     ))

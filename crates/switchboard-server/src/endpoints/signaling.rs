@@ -30,7 +30,7 @@ use crate::app::App;
 use crate::auth::{Identity, TokenError, ANONYMOUS};
 use crate::broker::{shown, BrokerError, Shown};
 use crate::connection::{Connection, Departure, Handler, Pending};
-use crate::hub::room::validate_name;
+use crate::hub::room::{validate_name, Flavor};
 use crate::hub::{JoinError, Joiner, RelayError};
 use crate::outbox::Outbox;
 use crate::peer_id::PeerId;
@@ -375,7 +375,8 @@ impl Session {
 
     async fn join(&mut self, join: JoinRequest) {
         let JoinRequest { room, shown, capacity, rid } = join;
-        let joiner = Joiner { id: self.id, outbox: &self.outbox, shown, capacity };
+        let joiner =
+            Joiner { id: self.id, outbox: &self.outbox, shown, capacity, seal: false, flavor: Flavor::Signaling };
         let refusal = match self.app.hub.join(joiner, &room, rid.as_deref()).await {
             Ok(()) => {
                 self.rooms.push(room);
@@ -452,7 +453,7 @@ impl Session {
             }
         };
         let frame = Utf8Bytes::from(encode::broadcast(self.id.as_str(), room, data));
-        self.app.hub.broadcast(self.id, room, frame).map_err(|error| {
+        self.app.hub.broadcast(self.id, room, frame, false).map_err(|error| {
             RequestError::new(ErrorCode::Unavailable, format!("{error}: delivered to peers on this node only"))
         })?;
         if let Some(rid) = rid {

@@ -14,7 +14,7 @@ use switchboard_protocol::ErrorCode;
 
 use super::room::{Member, Recent, Room};
 use super::Hub;
-use crate::broker::{meta_of, user_of, Listed, RoomEvent, RoomEvents, Undelivered};
+use crate::broker::{Listed, RoomEvent, RoomEvents, Undelivered};
 use crate::peer_id::PeerId;
 
 impl RoomEvents for Hub {
@@ -30,9 +30,7 @@ impl RoomEvents for Hub {
                     // Written back after the broker lost it: this node never forgot it.
                     return;
                 }
-                let event: Utf8Bytes =
-                    encode::peer_joined(peer.as_str(), room_name, user_of(&member.shown), meta_of(&member.shown))
-                        .into();
+                let event = room.flavor.joined_event(room_name, peer, &member.shown);
                 let remote = (member.node != self.node).then(|| Member::remote(member.node, member.shown));
                 if room.pending_joins > 0 {
                     let joined = remote.clone();
@@ -41,19 +39,23 @@ impl RoomEvents for Hub {
                 if let (Some(member), false) = (remote, room.members.contains_key(&peer)) {
                     room.members.insert(peer, member);
                 }
-                self.fan_out(&room, Some(peer), &event, "peer-joined", Some(seq));
-                room.notify_observers(&event);
+                if let Some(event) = &event {
+                    self.fan_out(&room, Some(peer), event, "peer-joined", Some(seq));
+                    room.notify_observers(event);
+                }
             }
             RoomEvent::Left { seq, peer } => {
                 if room.members.get(&peer).is_some_and(|m| !m.is_local()) {
                     room.members.shift_remove(&peer);
                 }
-                let event: Utf8Bytes = encode::peer_left(peer.as_str(), room_name).into();
+                let event = room.flavor.left_event(room_name, peer);
                 if room.pending_joins > 0 {
                     room.recent.push(Recent { seq, peer, joined: None, left: true, frame: event.clone() });
                 }
-                self.fan_out(&room, Some(peer), &event, "peer-left", Some(seq));
-                room.notify_observers(&event);
+                if let Some(event) = &event {
+                    self.fan_out(&room, Some(peer), event, "peer-left", Some(seq));
+                    room.notify_observers(event);
+                }
             }
             RoomEvent::Broadcast { node, sender, frame } => {
                 // This node delivered its own broadcasts when they were sent.
@@ -107,11 +109,10 @@ impl RoomEvents for Hub {
             if member.node == self.node || room.members.contains_key(&member.id) {
                 continue;
             }
-            let event: Utf8Bytes =
-                encode::peer_joined(member.id.as_str(), room_name, user_of(&member.shown), meta_of(&member.shown))
-                    .into();
-            self.fan_out(&room, None, &event, "peer-joined", None);
-            room.notify_observers(&event);
+            if let Some(event) = room.flavor.joined_event(room_name, member.id, &member.shown) {
+                self.fan_out(&room, None, &event, "peer-joined", None);
+                room.notify_observers(&event);
+            }
             room.members.insert(member.id, Member::remote(member.node, member.shown));
         }
         for member in room.members.values_mut() {
@@ -125,9 +126,10 @@ impl RoomEvents for Hub {
         for id in gone {
             if room.members.get(id).is_some_and(|m| !m.is_local()) {
                 room.members.shift_remove(id);
-                let event: Utf8Bytes = encode::peer_left(id.as_str(), room_name).into();
-                self.fan_out(&room, None, &event, "peer-left", None);
-                room.notify_observers(&event);
+                if let Some(event) = room.flavor.left_event(room_name, *id) {
+                    self.fan_out(&room, None, &event, "peer-left", None);
+                    room.notify_observers(&event);
+                }
             }
         }
     }

@@ -34,7 +34,7 @@ use crate::broker::{meta_of, user_of, Broker, BrokerError, Listed, Shown, Verdic
 use crate::outbox::Outbox;
 use crate::peer_id::{NodeId, PeerId};
 use crate::telemetry::metrics::Metrics;
-use room::{Location, Member, Room};
+use room::{Flavor, Location, Member, Room};
 
 /// Why a join was refused.
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +80,11 @@ pub struct Joiner<'a> {
     pub shown: Shown,
     /// The capacity it asks for, used if the join creates the room.
     pub capacity: Option<u32>,
+    /// Whether a room this join creates closes for good once it is full (a
+    /// matchbox `?next=N` group), rather than taking newcomers as places free up.
+    pub seal: bool,
+    /// The protocol the room's members speak.
+    pub flavor: Flavor,
 }
 
 /// The hub of one node.
@@ -146,12 +151,12 @@ impl Hub {
     /// `joined` (the room as of its join) and everyone else hears `peer-joined`
     /// through the room's events.
     pub async fn join(&self, joiner: Joiner<'_>, room: &Arc<str>, rid: Option<&RawValue>) -> Result<(), JoinError> {
-        let Joiner { id, outbox, shown, capacity } = joiner;
+        let Joiner { id, outbox, shown, capacity, seal, flavor } = joiner;
         // Hearing the room before the join is published: no event after it is missed.
         self.broker.acquire(room).await.map_err(JoinError::Unavailable)?;
-        self.prepare(room);
+        self.prepare(room, flavor);
         let member = Listed { id, node: self.node, shown };
-        let verdict = self.broker.join(room, &member, capacity).await;
+        let verdict = self.broker.join(room, &member, capacity, seal).await;
         let refusal = match verdict {
             Ok(Verdict::Admitted { capacity, seq, members }) => {
                 self.admit(member, outbox, room, capacity, seq, members, rid);
@@ -210,21 +215,37 @@ impl Hub {
         }
     }
 
-    /// Delivers a broadcast frame to every member of `room` but `from`: here,
-    /// and through the broker to other nodes if the room has members there.
-    /// Returns how many local peers it was queued for; an error means it
-    /// reached this node's peers only.
-    pub fn broadcast(&self, from: PeerId, room_name: &str, frame: Utf8Bytes) -> Result<usize, BrokerError> {
-        let Some(room) = self.rooms.get(room_name) else {
-            return Ok(0);
+    /// Delivers a broadcast frame to every member of `room` (but `from`,
+    /// unless `to_sender`): here, and through the broker to other nodes if the
+    /// room has members there, or may have (nobody here is in it). Returns how
+    /// many local peers it was queued for; an error means it reached this
+    /// node's peers only.
+    pub fn broadcast(
+        &self,
+        from: PeerId,
+        room_name: &str,
+        frame: Utf8Bytes,
+        to_sender: bool,
+    ) -> Result<usize, BrokerError> {
+        let (delivered, elsewhere) = match self.rooms.get(room_name) {
+            Some(room) => {
+                let except = (!to_sender).then_some(from);
+                let delivered = self.fan_out(&room, except, &frame, "broadcast", None);
+                let local_only = room.members.values().all(Member::is_local);
+                (delivered, !local_only || room.members.is_empty())
+            }
+            None => (0, true),
         };
-        let delivered = self.fan_out(&room, Some(from), &frame, "broadcast", None);
-        let elsewhere = room.members.values().any(|m| !m.is_local());
-        drop(room);
         if elsewhere {
             self.broker.broadcast(room_name, from, frame.as_str())?;
         }
         Ok(delivered)
+    }
+
+    /// How many members `room` has, as far as this node knows: its own and its
+    /// mirror of the others' (0 when nobody here is in it or watches it).
+    pub fn member_count(&self, room_name: &str) -> usize {
+        self.rooms.get(room_name).map_or(0, |room| room.members.len())
     }
 
     /// Starts watching a room's membership: the current state as a `room-state`
@@ -243,7 +264,7 @@ impl Hub {
                 return Err(error);
             }
         };
-        let mut room = self.rooms.entry(room_name.clone()).or_insert_with(|| Room::new(None));
+        let mut room = self.rooms.entry(room_name.clone()).or_insert_with(|| Room::new(None, Flavor::Signaling));
         if !room.members.values().any(Member::is_local) {
             self.replace_mirror(&mut room, members);
         }
@@ -307,8 +328,8 @@ impl Hub {
     /// Notes that a local peer's join to `room` is being decided by the broker,
     /// so that the room's events meanwhile are kept for [`Hub::admit`]. Paired
     /// with `admit`, or with [`Hub::abandon`] if the join fails.
-    fn prepare(&self, room_name: &Arc<str>) {
-        let mut room = self.rooms.entry(room_name.clone()).or_insert_with(|| Room::new(None));
+    fn prepare(&self, room_name: &Arc<str>, flavor: Flavor) {
+        let mut room = self.rooms.entry(room_name.clone()).or_insert_with(|| Room::new(None, flavor));
         room.pending_joins += 1;
     }
 
@@ -343,17 +364,21 @@ impl Hub {
         rid: Option<&RawValue>,
     ) {
         let id = member.id;
-        let mut room = self.rooms.entry(room_name.clone()).or_insert_with(|| Room::new(capacity));
+        let Some(mut room) = self.rooms.get_mut(room_name) else {
+            return; // prepared, so there: a room is never dropped while a join is pending
+        };
         room.capacity = capacity;
-        let others: Vec<PeerRef> = members
-            .iter()
-            .filter(|m| m.id != id)
-            .map(|m| PeerRef { id: m.id.as_str(), user: user_of(&m.shown), meta: meta_of(&m.shown) })
-            .collect();
-        let joined = encode::joined(room_name, capacity, others, rid);
-        // The newcomer's own queue: an overflow here closes it, nothing to undo.
-        let _ = outbox.push(Message::Text(joined.into()));
-        self.metrics.messages_out("joined", 1);
+        if room.flavor.tells_newcomer() {
+            let others: Vec<PeerRef> = members
+                .iter()
+                .filter(|m| m.id != id)
+                .map(|m| PeerRef { id: m.id.as_str(), user: user_of(&m.shown), meta: meta_of(&m.shown) })
+                .collect();
+            let joined = encode::joined(room_name, capacity, others, rid);
+            // The newcomer's own queue: an overflow here closes it, nothing to undo.
+            let _ = outbox.push(Message::Text(joined.into()));
+            self.metrics.messages_out("joined", 1);
+        }
 
         if !room.members.values().any(Member::is_local) {
             self.metrics.rooms.increment(1.0);
@@ -375,8 +400,11 @@ impl Hub {
                     room.members.insert(event.peer, member.clone());
                 }
             }
-            if event.peer != id && outbox.push(Message::Text(event.frame.clone())).is_ok() {
-                self.metrics.messages_out(if event.left { "peer-left" } else { "peer-joined" }, 1);
+            match &event.frame {
+                Some(frame) if event.peer != id && outbox.push(Message::Text(frame.clone())).is_ok() => {
+                    self.metrics.messages_out(if event.left { "peer-left" } else { "peer-joined" }, 1);
+                }
+                _ => {}
             }
         }
         room.pending_joins = room.pending_joins.saturating_sub(1);

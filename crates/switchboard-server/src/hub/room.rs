@@ -4,7 +4,8 @@ use std::sync::Arc;
 
 use axum::extract::ws::Utf8Bytes;
 use indexmap::IndexMap;
-use switchboard_protocol::server::encode::PeerRef;
+use switchboard_protocol::compat::matchbox::PeerEvent;
+use switchboard_protocol::server::encode::{self, PeerRef};
 use tokio::sync::broadcast;
 
 use crate::broker::{meta_of, user_of, Shown};
@@ -14,6 +15,43 @@ use crate::peer_id::{NodeId, PeerId};
 /// How many membership events an observer may fall behind before it is sent a
 /// fresh snapshot instead.
 pub const OBSERVER_BACKLOG: usize = 64;
+
+/// How a room's members hear about each other: the protocol they speak. Rooms
+/// of different flavors never share a name (dialects namespace theirs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavor {
+    /// Switchboard's own: `joined` for the newcomer, `peer-joined` / `peer-left`.
+    Signaling,
+    /// matchbox: `NewPeer` / `PeerLeft` with UUID ids, nothing for the newcomer.
+    Matchbox,
+    /// Nothing at all (y-webrtc topics, the PeerJS realm).
+    Quiet,
+}
+
+impl Flavor {
+    /// What members are told when `id` joins, if anything.
+    pub fn joined_event(self, room: &str, id: PeerId, shown: &Shown) -> Option<Utf8Bytes> {
+        match self {
+            Flavor::Signaling => Some(encode::peer_joined(id.as_str(), room, user_of(shown), meta_of(shown)).into()),
+            Flavor::Matchbox => Some(PeerEvent::NewPeer(&id.to_uuid()).encode().into()),
+            Flavor::Quiet => None,
+        }
+    }
+
+    /// What members are told when `id` leaves, if anything.
+    pub fn left_event(self, room: &str, id: PeerId) -> Option<Utf8Bytes> {
+        match self {
+            Flavor::Signaling => Some(encode::peer_left(id.as_str(), room).into()),
+            Flavor::Matchbox => Some(PeerEvent::PeerLeft(&id.to_uuid()).encode().into()),
+            Flavor::Quiet => None,
+        }
+    }
+
+    /// Whether a newcomer is sent `joined` with the room's members.
+    pub fn tells_newcomer(self) -> bool {
+        self == Flavor::Signaling
+    }
+}
 
 /// Where a member is connected.
 #[derive(Clone)]
@@ -69,6 +107,8 @@ pub struct Room {
     pub members: IndexMap<PeerId, Member>,
     /// The capacity set by the join that created the room.
     pub capacity: Option<u32>,
+    /// What its members are told.
+    pub flavor: Flavor,
     /// Membership events for `/sse/rooms/{room}`; `None` while nobody watches.
     pub observers: Option<broadcast::Sender<Utf8Bytes>>,
     /// Joins of local peers that the broker is deciding right now.
@@ -88,14 +128,14 @@ pub struct Recent {
     pub joined: Option<Member>,
     /// Whether it was a leave.
     pub left: bool,
-    /// The event as sent to members.
-    pub frame: Utf8Bytes,
+    /// The event as sent to members, if they are told.
+    pub frame: Option<Utf8Bytes>,
 }
 
 impl Room {
     /// An empty room.
-    pub fn new(capacity: Option<u32>) -> Room {
-        Room { members: IndexMap::new(), capacity, observers: None, pending_joins: 0, recent: Vec::new() }
+    pub fn new(capacity: Option<u32>, flavor: Flavor) -> Room {
+        Room { members: IndexMap::new(), capacity, flavor, observers: None, pending_joins: 0, recent: Vec::new() }
     }
 
     /// Whether the registry may drop this room: nobody on this node is in it or

@@ -21,7 +21,7 @@ fn outbox() -> Arc<Outbox> {
 }
 
 fn joiner(id: PeerId, outbox: &Arc<Outbox>, capacity: Option<u32>) -> Joiner<'_> {
-    Joiner { id, outbox, shown: None, capacity }
+    Joiner { id, outbox, shown: None, capacity, seal: false, flavor: room::Flavor::Signaling }
 }
 
 fn drain(outbox: &Outbox) -> Vec<ServerMessage> {
@@ -164,6 +164,7 @@ impl Broker for Scripted {
         _: &'a Arc<str>,
         _: &'a Listed,
         _: Option<u32>,
+        _: bool,
     ) -> BoxFuture<'a, Result<Verdict, BrokerError>> {
         if let Some(script) = self.script.lock().unwrap().take() {
             script(&*self.hub_events());
