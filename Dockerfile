@@ -5,7 +5,7 @@
 # and CA certificates (for rediss:// and TLS), running as an unprivileged user.
 #
 # Not built on the project's CI machines (they cannot pull base images); what
-# scripts/test-packages checks instead is described in docs/packaging.md.
+# scripts/test-packages checks instead is described in README.md (Install).
 
 ARG RUST_VERSION=1
 ARG DEBIAN_RELEASE=bookworm
