@@ -1,7 +1,12 @@
 // Type definitions for the Switchboard browser SDK (switchboard.js).
-// Hand-maintained: keep in step with switchboard.js. tests/browser type-checks
-// an example and the demo pages against this file.
+// Hand-maintained, and held against switchboard.js itself: `npm run typecheck`
+// (package.json next to this file) emits the declarations tsc infers from the
+// SDK's code and JSDoc and fails when an export, a class member or a parameter
+// count differs from this file, or when the code's lists of relay types and
+// error codes differ from the unions here. tests/browser also type-checks an
+// example and the demo pages against this file.
 
+/** The SDK's version (the same as the server's). */
 export declare const VERSION: string;
 
 /** Relay message types the server forwards to a target peer. */
@@ -9,14 +14,20 @@ export declare const RELAY_TYPES: readonly RelayType[];
 
 export type RelayType = "sdp" | "ice-candidate" | "offer" | "answer" | "candidate" | "signal";
 
+/** Error codes the server sends (docs/protocol.md). */
+export declare const ERROR_CODES: readonly ServerErrorCode[];
+
+/** Error codes the client itself rejects requests with. */
+export declare const CLIENT_ERROR_CODES: readonly ClientErrorCode[];
+
 /** Any JSON value. */
 export type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
 
 /** A peer's join metadata (a JSON object, at most `max-meta-size` bytes). */
 export type Meta = { [key: string]: Json };
 
-/** Protocol error codes (docs/protocol.md), plus the client's own. */
-export type ErrorCode =
+/** Protocol error codes (docs/protocol.md). */
+export type ServerErrorCode =
   | "malformed-json"
   | "unknown-type"
   | "missing-field"
@@ -34,13 +45,13 @@ export type ErrorCode =
   | "forbidden"
   | "rate-limited"
   | "unexpected-message"
-  | "unavailable"
-  // client-side
-  | "timeout"
-  | "disconnected"
-  | "closed"
-  | "not-connected"
-  | "cancelled";
+  | "unavailable";
+
+/** The client's own error codes. */
+export type ClientErrorCode = "timeout" | "disconnected" | "closed" | "not-connected" | "cancelled";
+
+/** Protocol error codes, plus the client's own. */
+export type ErrorCode = ServerErrorCode | ClientErrorCode;
 
 /** An error from the server (`code` as in the protocol) or from the client. */
 export declare class SwitchboardError extends Error {
@@ -416,3 +427,6 @@ export declare class PeerMesh extends Emitter<MeshEventMap> {
   /** Close every peer connection and stop following the room (the room is not left). */
   close(): void;
 }
+
+// Only what is exported above is exported (`Emitter` is the classes' base, not an export).
+export {};

@@ -1,17 +1,56 @@
 // Switchboard browser SDK: a signaling client and a WebRTC mesh helper.
 //
 // One ES module, no dependencies, no build step. Types: switchboard.d.ts next
-// to this file. API and examples: README.md next to this file. The wire
-// protocol it speaks: docs/protocol.md in the Switchboard repository.
+// to this file, checked against this file's JSDoc by `npm run typecheck`
+// (package.json next to this file). API and examples: README.md next to this
+// file. The wire protocol it speaks: docs/protocol.md in the Switchboard
+// repository.
 
+/** The SDK's version: the same as the server's (a test keeps them equal). */
 export const VERSION = "0.1.0";
 
 /** Relay message types the server forwards to a target peer. */
-export const RELAY_TYPES = Object.freeze(["sdp", "ice-candidate", "offer", "answer", "candidate", "signal"]);
+export const RELAY_TYPES = Object.freeze(
+  /** @type {const} */ (["sdp", "ice-candidate", "offer", "answer", "candidate", "signal"]),
+);
 const RELAY = new Set(RELAY_TYPES);
+
+/** Error codes the server sends (docs/protocol.md); the client adds its own (`CLIENT_ERROR_CODES`). */
+export const ERROR_CODES = Object.freeze(
+  /** @type {const} */ ([
+    "malformed-json",
+    "unknown-type",
+    "missing-field",
+    "invalid-field",
+    "unknown-target",
+    "no-shared-room",
+    "not-in-room",
+    "already-joined",
+    "room-full",
+    "too-many-rooms",
+    "message-too-large",
+    "binary-not-supported",
+    "delivery-failed",
+    "unauthorized",
+    "forbidden",
+    "rate-limited",
+    "unexpected-message",
+    "unavailable",
+  ]),
+);
+
+/** Error codes the client itself rejects requests with. */
+export const CLIENT_ERROR_CODES = Object.freeze(
+  /** @type {const} */ (["timeout", "disconnected", "closed", "not-connected", "cancelled"]),
+);
 
 /** An error from the server (`code` is the protocol's error code) or from the client itself. */
 export class SwitchboardError extends Error {
+  /**
+   * @param {string} code
+   * @param {string} [message]
+   * @param {object} [extra]
+   */
   constructor(code, message, extra = {}) {
     super(message || code);
     this.name = "SwitchboardError";
@@ -26,7 +65,12 @@ export class SwitchboardError extends Error {
 class Emitter {
   #handlers = new Map();
 
-  /** Subscribe; returns a function that unsubscribes. */
+  /**
+   * Subscribe; returns a function that unsubscribes.
+   * @param {string} type
+   * @param {(event: any) => void} handler
+   * @returns {() => void}
+   */
   on(type, handler) {
     let set = this.#handlers.get(type);
     if (!set) this.#handlers.set(type, (set = new Set()));
@@ -34,11 +78,21 @@ class Emitter {
     return () => this.off(type, handler);
   }
 
+  /**
+   * @param {string} type
+   * @param {(event: any) => void} handler
+   */
   off(type, handler) {
     this.#handlers.get(type)?.delete(handler);
   }
 
-  /** The next event of `type` (for which `filter` returns true), as a promise. */
+  /**
+   * The next event of `type` (for which `filter` returns true), as a promise.
+   * @param {string} type
+   * @param {((event: any) => boolean) | null} [filter]
+   * @param {number} [timeoutMs]
+   * @returns {Promise<any>}
+   */
   once(type, filter, timeoutMs) {
     return new Promise((resolve, reject) => {
       let timer = null;
@@ -57,6 +111,10 @@ class Emitter {
     });
   }
 
+  /**
+   * @param {string} type
+   * @param {any} event
+   */
   emit(type, event) {
     const set = this.#handlers.get(type);
     if (!set) return;
@@ -81,6 +139,10 @@ class Emitter {
  * Delay before reconnect attempt number `attempt` (0-based): exponential
  * backoff, capped, with jitter. With `jitter` j the delay is uniform in
  * [d·(1−j), d] where d = min(maxDelay, initialDelay·factor^attempt).
+ * @param {number} attempt
+ * @param {{ initialDelay?: number, maxDelay?: number, factor?: number, jitter?: number }} [options]
+ * @param {() => number} [random]
+ * @returns {number}
  */
 export function backoffDelay(attempt, options = {}, random = Math.random) {
   const { initialDelay = 500, maxDelay = 10000, factor = 2, jitter = 0.5 } = options;
@@ -93,6 +155,8 @@ export function backoffDelay(attempt, options = {}, random = Math.random) {
  * The signaling URL for `path` on the host this page was loaded from:
  * `ws:` for `http:` pages, `wss:` for `https:` pages. Absolute `ws(s):` and
  * `http(s):` URLs are accepted as well.
+ * @param {string} [path]
+ * @returns {string}
  */
 export function signalingUrl(path = "/ws") {
   const base = typeof location !== "undefined" ? location.href : undefined;
@@ -102,7 +166,12 @@ export function signalingUrl(path = "/ws") {
   return url.toString();
 }
 
-/** Perfect negotiation roles: the peer with the lexicographically smaller id is polite. */
+/**
+ * Perfect negotiation roles: the peer with the lexicographically smaller id is polite.
+ * @param {string} localId
+ * @param {string} remoteId
+ * @returns {boolean}
+ */
 export function isPolite(localId, remoteId) {
   return String(localId) < String(remoteId);
 }
@@ -128,9 +197,11 @@ const CLIENT_DEFAULTS = {
  * reconnect, room rejoin and promise-based requests.
  */
 export class SwitchboardClient extends Emitter {
+  /** @type {Record<string, any>} */
   #opts;
   #url;
   #ws = null;
+  /** @type {"idle" | "connecting" | "open" | "reconnecting" | "closed"} */
   #state = "idle";
   #id = null;
   #iceServers = undefined;
@@ -155,7 +226,7 @@ export class SwitchboardClient extends Emitter {
     }
   };
 
-  /** @param {object} [options] see switchboard.d.ts (`ClientOptions`) */
+  /** @param {Record<string, any> | string} [options] see switchboard.d.ts (`ClientOptions`) */
   constructor(options = {}) {
     super();
     if (typeof options === "string") options = { url: options };
@@ -168,7 +239,7 @@ export class SwitchboardClient extends Emitter {
     return this.#id;
   }
 
-  /** "idle" | "connecting" | "open" | "reconnecting" | "closed" */
+  /** @returns {"idle" | "connecting" | "open" | "reconnecting" | "closed"} */
   get state() {
     return this.#state;
   }
@@ -188,7 +259,10 @@ export class SwitchboardClient extends Emitter {
     return this.#rooms;
   }
 
-  /** The other peers of `room`, in join order. */
+  /**
+   * The other peers of `room`, in join order.
+   * @param {string} room
+   */
   peers(room) {
     const r = this.#rooms.get(room);
     return r ? [...r.peers.values()] : [];
@@ -215,7 +289,11 @@ export class SwitchboardClient extends Emitter {
     return promise;
   }
 
-  /** Close for good: no reconnect, pending requests reject with code "closed", rooms are forgotten. */
+  /**
+   * Close for good: no reconnect, pending requests reject with code "closed", rooms are forgotten.
+   * @param {number} [code]
+   * @param {string} [reason]
+   */
   close(code = 1000, reason = "") {
     if (this.#state === "closed" || this.#state === "idle") return;
     this.#closing = true;
@@ -241,8 +319,11 @@ export class SwitchboardClient extends Emitter {
    * Resolves with the `joined` reply; rejects with a SwitchboardError
    * (e.g. code "room-full"). The room is rejoined automatically after a
    * reconnect.
+   * @param {string} [room]
+   * @param {{ meta?: object, capacity?: number }} [options]
    */
   join(room = "default", { meta, capacity } = {}) {
+    /** @type {Record<string, unknown>} */
     const msg = { type: "join", room };
     if (meta !== undefined) msg.meta = meta;
     if (capacity !== undefined) msg.capacity = capacity;
@@ -252,6 +333,7 @@ export class SwitchboardClient extends Emitter {
   /**
    * Leave `room`, or every room when omitted. Resolves with `{rooms}`: the
    * rooms left. The rooms are forgotten at once (no rejoin).
+   * @param {string} [room]
    */
   leave(room) {
     const rooms = room === undefined ? [...this.#rooms.keys()] : this.#rooms.has(room) ? [room] : [];
@@ -277,8 +359,14 @@ export class SwitchboardClient extends Emitter {
     return this.#request(msg, { kind: "leave", rooms });
   }
 
-  /** Send `data` (any JSON) to every other peer of `room` (may be omitted when in exactly one room). */
+  /**
+   * Send `data` (any JSON) to every other peer of `room` (may be omitted when in exactly one room).
+   * @param {unknown} data
+   * @param {string} [room]
+   * @returns {Promise<void>}
+   */
   broadcast(data, room) {
+    /** @type {Record<string, unknown>} */
     const msg = { type: "broadcast", data };
     if (room !== undefined) msg.room = room;
     return this.#request(msg, { kind: "ack" }).then(() => undefined);
@@ -288,8 +376,12 @@ export class SwitchboardClient extends Emitter {
    * Relay `message` to peer `target`. `message.type` is one of the relay
    * types (default "signal"); every other field is delivered as written.
    * Resolves once the server accepted it.
+   * @param {string} target
+   * @param {{ type?: string, [field: string]: unknown }} [message]
+   * @returns {Promise<void>}
    */
   sendTo(target, message = {}) {
+    /** @type {Record<string, unknown>} */
     const msg = { ...message, type: message.type ?? "signal", target };
     delete msg.rid;
     return this.#request(msg, { kind: "ack" }).then(() => undefined);
@@ -303,6 +395,10 @@ export class SwitchboardClient extends Emitter {
 
   // -- internals ------------------------------------------------------------
 
+  /**
+   * @param {"idle" | "connecting" | "open" | "reconnecting" | "closed"} state
+   * @param {object} [extra]
+   */
   #setState(state, extra = {}) {
     const previous = this.#state;
     if (previous === state) return;
@@ -628,7 +724,7 @@ export class SwitchboardClient extends Emitter {
       const room = this.#rooms.get(entry.room);
       if (!room) return;
       this.#rooms.delete(entry.room);
-      error.room = entry.room;
+      /** @type {SwitchboardError & { room?: string }} */ (error).room = entry.room;
       this.emit("error", error);
       this.emit("left", { rooms: [entry.room], reason: "rejoin-failed", error });
       return;
@@ -769,7 +865,12 @@ export class MeshPeer {
     if (stream) this.setStream(stream);
   }
 
-  /** Send on data channel `label`; returns false when it is not open. */
+  /**
+   * Send on data channel `label`; returns false when it is not open.
+   * @param {string} label
+   * @param {any} data
+   * @returns {boolean}
+   */
   send(label, data) {
     const channel = this.channels.get(label);
     if (!channel || channel.readyState !== "open") return false;
@@ -1090,15 +1191,20 @@ export class MeshPeer {
 export class PeerMesh extends Emitter {
   #client;
   #room;
+  /** @type {Record<string, any>} */
   #opts;
   #stream;
   #peers = new Map();
   #unsubscribe = [];
   #closed = false;
 
-  constructor(client, options = {}) {
+  /**
+   * @param {any} client a SwitchboardClient (see `MeshSignaling` in switchboard.d.ts)
+   * @param {{ room: string, [option: string]: any }} options see switchboard.d.ts (`MeshOptions`)
+   */
+  constructor(client, options) {
     super();
-    if (!options.room) throw new TypeError("PeerMesh needs options.room");
+    if (!options?.room) throw new TypeError("PeerMesh needs options.room");
     this.#client = client;
     this.#room = options.room;
     this.#opts = { dataChannels: ["data"], iceRestartDelay: 2000, stallTimeout: 4000, politeDelay: 1500, ...options };
@@ -1140,7 +1246,13 @@ export class PeerMesh extends Emitter {
     for (const peer of this.#peers.values()) peer.setStream(stream);
   }
 
-  /** Send on data channel `label` to `peerId`, or to every peer; returns how many channels it went out on. */
+  /**
+   * Send on data channel `label` to `peerId`, or to every peer; returns how many channels it went out on.
+   * @param {string} label
+   * @param {any} data
+   * @param {string} [peerId]
+   * @returns {number}
+   */
   send(label, data, peerId) {
     let sent = 0;
     for (const peer of this.#peers.values()) {

@@ -1,4 +1,4 @@
-// Unit tests of the SDK (clients/js/switchboard.js, the file the server ships)
+// Unit tests of the SDK (../switchboard.js, the file the server ships)
 // in Node, with a fake WebSocket and a fake RTCPeerConnection. The browser
 // tests are the proof; these pin down the corner cases that are hard to
 // produce on demand in a browser: glare, early candidates, reconnect timing.
@@ -13,7 +13,7 @@ import {
   backoffDelay,
   isPolite,
   signalingUrl,
-} from "../../clients/js/switchboard.js";
+} from "../switchboard.js";
 
 // ---------------------------------------------------------------------------
 // Fakes
