@@ -46,6 +46,22 @@ impl From<TrustedProxy> for String {
     }
 }
 
+/// A protocol dialect (see `--compat`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Dialect {
+    /// PeerJS (`peerjs` client 1.x; the original is peerjs-server).
+    Peerjs,
+    /// y-webrtc's signaling (`y-webrtc` 10.x).
+    #[value(name = "y-webrtc")]
+    #[serde(rename = "y-webrtc")]
+    YWebrtc,
+    /// matchbox (`matchbox_socket` 0.14).
+    Matchbox,
+    /// No dialect at all.
+    None,
+}
+
 /// How logs are written to standard error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -259,6 +275,46 @@ pub struct Settings {
     #[serde(default)]
     pub redis_cluster: bool,
 
+    /// Protocol dialects served besides Switchboard's own, so apps written for
+    /// other servers connect unchanged: `peerjs` (PeerJS clients: `/{key}/id`,
+    /// `/peerjs`), `y-webrtc` (`/y-webrtc`), `matchbox` (`/matchbox/{room}`).
+    /// `none` turns them all off.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_COMPAT",
+        value_enum,
+        value_delimiter = ',',
+        default_value = "peerjs,y-webrtc,matchbox"
+    )]
+    pub compat: Vec<Dialect>,
+
+    /// PeerJS: the API key clients pass (`key` in `new Peer(id, {key})`).
+    #[arg(long, env = "SWITCHBOARD_PEERJS_KEY", default_value = "peerjs")]
+    pub peerjs_key: String,
+
+    /// PeerJS: whether `GET /{key}/peers` lists the connected ids (off, as in the original).
+    #[arg(long, env = "SWITCHBOARD_PEERJS_DISCOVERY", default_value_t = false)]
+    pub peerjs_discovery: bool,
+
+    /// PeerJS: how long messages to an id that is not connected wait for it
+    /// before each sender is told `EXPIRE`.
+    #[arg(long, env = "SWITCHBOARD_PEERJS_EXPIRE_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub peerjs_expire_timeout: Duration,
+
+    /// PeerJS: a client that sends no `HEARTBEAT` for this long is dropped.
+    #[arg(long, env = "SWITCHBOARD_PEERJS_ALIVE_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub peerjs_alive_timeout: Duration,
+
+    /// y-webrtc: most topics (documents) one connection may subscribe to.
+    #[arg(long, env = "SWITCHBOARD_Y_WEBRTC_MAX_TOPICS", default_value_t = 256)]
+    pub y_webrtc_max_topics: usize,
+
+    /// y-webrtc: longest topic name, in bytes.
+    #[arg(long, env = "SWITCHBOARD_Y_WEBRTC_MAX_TOPIC_LEN", default_value_t = 1024)]
+    pub y_webrtc_max_topic_len: usize,
+
     /// Prefix of every Redis key and channel, so several deployments can share one Redis.
     #[arg(long, env = "SWITCHBOARD_REDIS_PREFIX", default_value = "switchboard")]
     pub redis_prefix: String,
@@ -328,9 +384,14 @@ impl Settings {
         <Settings as clap::FromArgMatches>::from_arg_matches(&matches)
     }
 
+    /// Whether a dialect is served.
+    pub fn serves(&self, dialect: Dialect) -> bool {
+        self.compat.contains(&dialect)
+    }
+
     /// Refuses values that would make the server misbehave.
     pub fn validate(&self) -> Result<(), SettingsError> {
-        let checks: [(bool, &'static str, &'static str); 13] = [
+        let checks: [(bool, &'static str, &'static str); 16] = [
             (matches!(self.shutdown_close_code, 1001 | 1012), "shutdown-close-code", "must be 1001 or 1012"),
             (self.node_ttl >= Duration::from_millis(500), "node-ttl", "must be at least 500ms"),
             (!self.redis_timeout.is_zero(), "redis-timeout", "must be more than zero"),
@@ -348,6 +409,13 @@ impl Settings {
             (!self.ping_interval.is_zero(), "ping-interval", "must be more than zero"),
             (!self.sse_interval.is_zero(), "sse-interval", "must be more than zero"),
             (self.send_queue_messages >= 1, "send-queue-messages", "must be at least 1"),
+            (
+                !self.peerjs_key.is_empty() && !self.peerjs_key.contains('/'),
+                "peerjs-key",
+                "must be non-empty, without `/`",
+            ),
+            (self.y_webrtc_max_topics >= 1, "y-webrtc-max-topics", "must be at least 1"),
+            (self.y_webrtc_max_topic_len >= 1, "y-webrtc-max-topic-len", "must be at least 1"),
         ];
         if let Some((_, name, reason)) = checks.into_iter().find(|(ok, _, _)| !ok) {
             return Err(SettingsError::Invalid { name, reason });

@@ -4,9 +4,11 @@ pub mod admitted;
 pub mod broadcast;
 pub mod echo;
 pub mod health;
+pub mod matchbox;
 pub mod signaling;
 pub mod sse;
 pub mod static_files;
+pub mod y_webrtc;
 
 use std::sync::Arc;
 
@@ -14,10 +16,19 @@ use axum::routing::get;
 use axum::Router;
 
 use crate::app::App;
+use crate::settings::Dialect;
 
 /// Every route the server answers.
 pub fn router(app: Arc<App>) -> Router {
-    Router::new()
+    let mut router = Router::new();
+    // The dialects: thin translations of other servers' protocols onto the hub.
+    if app.settings.serves(Dialect::YWebrtc) {
+        router = router.route("/y-webrtc", get(y_webrtc::upgrade));
+    }
+    if app.settings.serves(Dialect::Matchbox) {
+        router = router.route("/matchbox", get(matchbox::upgrade)).route("/matchbox/{room}", get(matchbox::upgrade));
+    }
+    router
         .route("/ws", get(signaling::upgrade))
         .route("/ws/echo", get(echo::upgrade))
         .route("/ws/broadcast", get(broadcast::upgrade))

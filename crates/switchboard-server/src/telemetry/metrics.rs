@@ -21,16 +21,69 @@ pub enum Endpoint {
     Echo,
     /// `/ws/broadcast`
     Broadcast,
+    /// The PeerJS dialect (`/peerjs`).
+    Peerjs,
+    /// The y-webrtc dialect (`/y-webrtc`).
+    YWebrtc,
+    /// The matchbox dialect (`/matchbox/{room}`).
+    Matchbox,
 }
 
 impl Endpoint {
-    const ALL: [Endpoint; 3] = [Endpoint::Signaling, Endpoint::Echo, Endpoint::Broadcast];
+    const ALL: [Endpoint; 6] = [
+        Endpoint::Signaling,
+        Endpoint::Echo,
+        Endpoint::Broadcast,
+        Endpoint::Peerjs,
+        Endpoint::YWebrtc,
+        Endpoint::Matchbox,
+    ];
 
     fn label(self) -> &'static str {
         match self {
             Endpoint::Signaling => "signaling",
             Endpoint::Echo => "echo",
             Endpoint::Broadcast => "broadcast",
+            Endpoint::Peerjs => "peerjs",
+            Endpoint::YWebrtc => "y-webrtc",
+            Endpoint::Matchbox => "matchbox",
+        }
+    }
+
+    /// Its index among the dialects, for [`Metrics::dropped`].
+    fn dialect(self) -> Option<usize> {
+        match self {
+            Endpoint::Peerjs => Some(0),
+            Endpoint::YWebrtc => Some(1),
+            Endpoint::Matchbox => Some(2),
+            _ => None,
+        }
+    }
+}
+
+/// Why a dialect dropped what a client sent (a metric label): the dialect's
+/// protocol has no way to say so, or says it differently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dropped {
+    /// Not JSON, or not a message of the dialect.
+    Malformed,
+    /// A binary frame.
+    Binary,
+    /// Over a size or count limit of the dialect.
+    Limit,
+    /// For a peer that is not there (or not in the sender's room).
+    UnknownTarget,
+}
+
+impl Dropped {
+    const ALL: [Dropped; 4] = [Dropped::Malformed, Dropped::Binary, Dropped::Limit, Dropped::UnknownTarget];
+
+    fn label(self) -> &'static str {
+        match self {
+            Dropped::Malformed => "malformed",
+            Dropped::Binary => "binary",
+            Dropped::Limit => "limit",
+            Dropped::UnknownTarget => "unknown-target",
         }
     }
 }
@@ -80,7 +133,8 @@ const OUTBOUND_TYPES: [&str; 15] = [
 
 /// Every series the server writes.
 pub struct Metrics {
-    connections: [Gauge; 3],
+    connections: [Gauge; 6],
+    dropped: [[Counter; 4]; 3],
     sse_streams: [Gauge; 2],
     /// Rooms with at least one member.
     pub rooms: Gauge,
@@ -134,6 +188,11 @@ impl Metrics {
         });
         Metrics {
             connections: Endpoint::ALL.map(|e| gauge!("switchboard_connections", "endpoint" => e.label())),
+            dropped: [Endpoint::Peerjs, Endpoint::YWebrtc, Endpoint::Matchbox].map(|dialect| {
+                Dropped::ALL.map(|reason| {
+                    counter!("switchboard_dialect_dropped_total", "dialect" => dialect.label(), "reason" => reason.label())
+                })
+            }),
             sse_streams: ["sse", "room"].map(|e| gauge!("switchboard_sse_streams", "endpoint" => e)),
             rooms: gauge!("switchboard_rooms"),
             peers: gauge!("switchboard_peers"),
@@ -165,6 +224,13 @@ impl Metrics {
     /// Open WebSockets on one endpoint.
     pub fn connections(&self, endpoint: Endpoint) -> &Gauge {
         &self.connections[endpoint as usize]
+    }
+
+    /// Counts something a dialect's client sent that was dropped, and why.
+    pub fn dropped(&self, dialect: Endpoint, reason: Dropped) {
+        if let Some(index) = dialect.dialect() {
+            self.dropped[index][reason as usize].increment(1);
+        }
     }
 
     /// Open event streams on one endpoint.
