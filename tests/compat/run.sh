@@ -12,9 +12,10 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 if [ "${SWITCHBOARD_NETNS:-}" != 1 ]; then
+  # Outside the namespace: inside it there is no route to the npm registry.
+  if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+    npm ci --no-audit --no-fund --loglevel=error
+  fi
   exec ../../scripts/netns-run "$PWD/run.sh" "$@"
-fi
-if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
-  npm ci --no-audit --no-fund --loglevel=error
 fi
 exec node run.mjs "$@"

@@ -55,6 +55,12 @@ pub trait Handler {
     /// A frame (its text, for a text frame) was dropped for breaking a rate
     /// limit. The default says nothing: plain endpoints have no way to.
     fn on_rate_limited(&mut self, _limit: Limit, _text: Option<&str>) {}
+    /// The keepalive timer fired (about once per `ping-interval`): `false` ends
+    /// the connection with close 1000 (a dialect whose clients must send their
+    /// own heartbeats, PeerJS, drops the silent ones here).
+    fn on_timer(&mut self) -> bool {
+        true
+    }
 }
 
 /// How a connection ended, as far as its handler cares: whether the client
@@ -121,9 +127,12 @@ impl Ending {
             Ending::ClientGone | Ending::PingTimeout | Ending::WriteTimeout => Departure::Lost,
             Ending::ShuttingDown => Departure::Shutdown,
             Ending::TakenOver => Departure::TakenOver,
-            Ending::SlowConsumer | Ending::TooBig | Ending::BadUtf8 | Ending::ProtocolError | Ending::Flooding => {
-                Departure::Expelled
-            }
+            Ending::SlowConsumer
+            | Ending::TooBig
+            | Ending::BadUtf8
+            | Ending::ProtocolError
+            | Ending::Flooding
+            | Ending::Idle => Departure::Expelled,
         }
     }
 }
@@ -156,6 +165,8 @@ enum Ending {
     Flooding,
     /// Another connection resumed this session: 4001.
     TakenOver,
+    /// The endpoint gave up on a client that kept quiet at its level: 1000.
+    Idle,
 }
 
 impl Ending {
@@ -171,6 +182,7 @@ impl Ending {
             Ending::ProtocolError => (close_code::PROTOCOL, "protocol error"),
             Ending::Flooding => (close_code::POLICY, "rate limit exceeded"),
             Ending::TakenOver => (TAKEN_OVER, "session resumed on another connection"),
+            Ending::Idle => (close_code::NORMAL, "no heartbeat"),
             Ending::ClientClosed | Ending::ClientGone | Ending::PingTimeout | Ending::WriteTimeout => return None,
         };
         Some(CloseFrame { code, reason: Utf8Bytes::from_static(reason) })
@@ -306,7 +318,10 @@ where
                 keepalive.heard();
                 on_inbound(inbound, &mut handler, &limits, metrics)
             }
-            () = &mut timer => Step::Timer,
+            () = &mut timer => match handler.on_timer() {
+                true => Step::Timer,
+                false => Step::End(Ending::Idle),
+            },
         };
         match step {
             Step::Continue => {}

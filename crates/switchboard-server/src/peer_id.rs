@@ -37,7 +37,9 @@ impl PeerId {
         std::str::from_utf8(&self.0).unwrap_or_default()
     }
 
-    fn from_bits(bits: [u8; 16]) -> PeerId {
+    /// The id written for these 128 bits (which callers must make unguessable
+    /// or derive from a public name on purpose).
+    pub fn from_bits(bits: [u8; 16]) -> PeerId {
         let mut id = [0u8; PEER_ID_LEN];
         let written = URL_SAFE_NO_PAD.encode_slice(bits, &mut id).expect("16 bytes encode to 22 characters");
         debug_assert_eq!(written, PEER_ID_LEN);

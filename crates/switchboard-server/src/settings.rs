@@ -292,6 +292,11 @@ pub struct Settings {
     #[arg(long, env = "SWITCHBOARD_PEERJS_KEY", default_value = "peerjs")]
     pub peerjs_key: String,
 
+    /// PeerJS: the path clients are given (`path` in `new Peer(id, {path})`):
+    /// `/` serves `/{key}/id` and `/peerjs`, `/app` serves `/app/{key}/id`, ...
+    #[arg(long, env = "SWITCHBOARD_PEERJS_PATH", default_value = "/")]
+    pub peerjs_path: String,
+
     /// PeerJS: whether `GET /{key}/peers` lists the connected ids (off, as in the original).
     #[arg(long, env = "SWITCHBOARD_PEERJS_DISCOVERY", default_value_t = false)]
     pub peerjs_discovery: bool,
@@ -391,7 +396,7 @@ impl Settings {
 
     /// Refuses values that would make the server misbehave.
     pub fn validate(&self) -> Result<(), SettingsError> {
-        let checks: [(bool, &'static str, &'static str); 16] = [
+        let checks: [(bool, &'static str, &'static str); 17] = [
             (matches!(self.shutdown_close_code, 1001 | 1012), "shutdown-close-code", "must be 1001 or 1012"),
             (self.node_ttl >= Duration::from_millis(500), "node-ttl", "must be at least 500ms"),
             (!self.redis_timeout.is_zero(), "redis-timeout", "must be more than zero"),
@@ -414,6 +419,7 @@ impl Settings {
                 "peerjs-key",
                 "must be non-empty, without `/`",
             ),
+            (self.peerjs_path.starts_with('/'), "peerjs-path", "must start with `/`"),
             (self.y_webrtc_max_topics >= 1, "y-webrtc-max-topics", "must be at least 1"),
             (self.y_webrtc_max_topic_len >= 1, "y-webrtc-max-topic-len", "must be at least 1"),
         ];

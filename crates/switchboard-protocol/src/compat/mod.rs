@@ -5,4 +5,5 @@
 //! server and its socket.
 
 pub mod matchbox;
+pub mod peerjs;
 pub mod y_webrtc;

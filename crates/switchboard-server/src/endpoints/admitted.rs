@@ -13,7 +13,7 @@ use tracing::{debug, info};
 
 use crate::admission::{bearer_token, client_ip, ConnectionSlot, Refusal};
 use crate::app::App;
-use crate::auth::Identity;
+use crate::auth::{AuthMode, Identity};
 
 /// A connection that passed admission: who it is, and its place under the caps.
 pub struct Admitted {
@@ -47,23 +47,47 @@ impl FromRequestParts<Arc<App>> for Admitted {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Admitted, Response> {
-        let unknown_peer = SocketAddr::from(([0, 0, 0, 0], 0));
-        let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map_or(unknown_peer, |info| info.0);
-        let ip = client_ip(peer, &parts.headers, &app.settings.trusted_proxies);
-
-        app.origins.check(&parts.headers).map_err(|refusal| {
-            debug!(%ip, origin = ?parts.headers.get(header::ORIGIN), "refused origin");
-            refuse(app, refusal)
-        })?;
-        let token = bearer_token(&parts.headers)
-            .or_else(|| Query::<TokenQuery>::try_from_uri(&parts.uri).ok().and_then(|query| query.0.token));
-        let identity = app.auth.admit(token.as_deref()).map_err(|err| {
-            info!(%ip, reason = %err, "refused token");
-            refuse(app, Refusal::Unauthorized)
-        })?;
-        let slot = app.limits.acquire(ip).map_err(|refusal| refuse(app, refusal))?;
-        Ok(Admitted { identity, ip, slot })
+        admit(parts, app, false)
     }
+}
+
+/// Admission for a client whose `?token=` may be something other than a JWT
+/// (PeerJS sends a random reconnect secret there): with `--auth optional`, a
+/// token that does not verify counts as none. With `--auth required` it must
+/// verify, as everywhere else.
+pub struct LenientAdmitted(pub Admitted);
+
+impl FromRequestParts<Arc<App>> for LenientAdmitted {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<LenientAdmitted, Response> {
+        admit(parts, app, true).map(LenientAdmitted)
+    }
+}
+
+// The refusal is the extractor's own rejection type, answered at once: not worth a box.
+#[allow(clippy::result_large_err)]
+fn admit(parts: &Parts, app: &App, lenient: bool) -> Result<Admitted, Response> {
+    let unknown_peer = SocketAddr::from(([0, 0, 0, 0], 0));
+    let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map_or(unknown_peer, |info| info.0);
+    let ip = client_ip(peer, &parts.headers, &app.settings.trusted_proxies);
+
+    app.origins.check(&parts.headers).map_err(|refusal| {
+        debug!(%ip, origin = ?parts.headers.get(header::ORIGIN), "refused origin");
+        refuse(app, refusal)
+    })?;
+    let token = bearer_token(&parts.headers)
+        .or_else(|| Query::<TokenQuery>::try_from_uri(&parts.uri).ok().and_then(|query| query.0.token));
+    let identity = match app.auth.admit(token.as_deref()) {
+        Ok(identity) => identity,
+        Err(_) if lenient && app.auth.mode() == AuthMode::Optional => Some(Identity::anonymous()),
+        Err(err) => {
+            info!(%ip, reason = %err, "refused token");
+            return Err(refuse(app, Refusal::Unauthorized));
+        }
+    };
+    let slot = app.limits.acquire(ip).map_err(|refusal| refuse(app, refusal))?;
+    Ok(Admitted { identity, ip, slot })
 }
 
 /// Counts and answers a refusal.

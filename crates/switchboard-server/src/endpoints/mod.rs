@@ -5,6 +5,7 @@ pub mod broadcast;
 pub mod echo;
 pub mod health;
 pub mod matchbox;
+pub mod peerjs;
 pub mod signaling;
 pub mod sse;
 pub mod static_files;
@@ -13,7 +14,7 @@ pub mod y_webrtc;
 use std::sync::Arc;
 
 use axum::routing::get;
-use axum::Router;
+use axum::{Extension, Router};
 
 use crate::app::App;
 use crate::settings::Dialect;
@@ -27,6 +28,19 @@ pub fn router(app: Arc<App>) -> Router {
     }
     if app.settings.serves(Dialect::Matchbox) {
         router = router.route("/matchbox", get(matchbox::upgrade)).route("/matchbox/{room}", get(matchbox::upgrade));
+    }
+    if app.settings.serves(Dialect::Peerjs) {
+        // Its own registry of ids, and the original's CORS on every answer.
+        let peerjs = Router::new()
+            .route("/peerjs", get(peerjs::upgrade))
+            .route("/{key}/id", get(peerjs::id))
+            .route("/{key}/peers", get(peerjs::peers))
+            .layer(Extension(Arc::new(peerjs::Registry::default())))
+            .layer(axum::middleware::map_response(peerjs::cors));
+        router = match app.settings.peerjs_path.trim_end_matches('/') {
+            "" => router.merge(peerjs),
+            path => router.nest(path, peerjs),
+        };
     }
     router
         .route("/ws", get(signaling::upgrade))

@@ -43,6 +43,7 @@ impl RoomEvents for Hub {
                     self.fan_out(&room, Some(peer), event, "peer-joined", Some(seq));
                     room.notify_observers(event);
                 }
+                room.notify_arrival();
             }
             RoomEvent::Left { seq, peer } => {
                 if room.members.get(&peer).is_some_and(|m| !m.is_local()) {

@@ -28,7 +28,7 @@ use dashmap::DashMap;
 use futures_util::FutureExt;
 use serde_json::value::RawValue;
 use switchboard_protocol::server::encode::{self, PeerRef};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, Notify};
 
 use crate::broker::{meta_of, user_of, Broker, BrokerError, Listed, Shown, Verdict};
 use crate::outbox::Outbox;
@@ -242,6 +242,65 @@ impl Hub {
         Ok(delivered)
     }
 
+    /// Starts following `room` from this node without joining it: its members
+    /// become reachable with [`Hub::relay_in`], and the returned `Notify` wakes
+    /// whenever someone joins it. Pair with [`Hub::unfollow`].
+    pub async fn follow(&self, room_name: &Arc<str>, flavor: Flavor) -> Result<Arc<Notify>, BrokerError> {
+        // Heard before read, as for an observer.
+        self.broker.acquire(room_name).await?;
+        let members = match self.broker.members(room_name).await {
+            Ok(members) => members,
+            Err(error) => {
+                self.broker.release(room_name.clone());
+                return Err(error);
+            }
+        };
+        let mut room = self.rooms.entry(room_name.clone()).or_insert_with(|| Room::new(None, flavor));
+        if !room.members.values().any(Member::is_local) {
+            self.replace_mirror(&mut room, members);
+        }
+        room.followers += 1;
+        Ok(room.arrivals.get_or_insert_with(Default::default).clone())
+    }
+
+    /// Stops following a room.
+    pub fn unfollow(&self, room_name: &Arc<str>) {
+        let unused = {
+            let Some(mut room) = self.rooms.get_mut(room_name) else { return };
+            room.followers = room.followers.saturating_sub(1);
+            if room.followers == 0 {
+                room.arrivals = None;
+            }
+            room.is_unused()
+        };
+        if unused {
+            self.rooms.remove_if(room_name, |_, room| room.is_unused());
+        }
+        self.broker.release(room_name.clone());
+    }
+
+    /// Routes a frame to `target` if it is a member of `room`, which the
+    /// sender joined or follows: the dialect decides who may write to whom.
+    pub fn relay_in(
+        &self,
+        sender: PeerId,
+        room_name: &str,
+        target: PeerId,
+        frame: Utf8Bytes,
+    ) -> Result<(), RelayError> {
+        let location = match self.rooms.get(room_name) {
+            Some(room) => room.members.get(&target).map(|m| m.location.clone()),
+            None => None,
+        };
+        match location {
+            Some(Location::Local(outbox)) => outbox.push(Message::Text(frame)).map_err(|_| RelayError::DeliveryFailed),
+            Some(Location::Remote(node)) => {
+                self.broker.forward(node, target, sender, frame.as_str()).map_err(RelayError::Unavailable)
+            }
+            None => Err(RelayError::UnknownTarget),
+        }
+    }
+
     /// How many members `room` has, as far as this node knows: its own and its
     /// mirror of the others' (0 when nobody here is in it or watches it).
     pub fn member_count(&self, room_name: &str) -> usize {
@@ -412,6 +471,7 @@ impl Hub {
             room.recent = recent;
         }
         room.members.insert(id, Member::local(outbox.clone(), member.shown, seq));
+        room.notify_arrival();
     }
 
     /// Queues `frame` for every local member but `except` that is to hear event

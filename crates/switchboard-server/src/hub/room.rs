@@ -6,7 +6,7 @@ use axum::extract::ws::Utf8Bytes;
 use indexmap::IndexMap;
 use switchboard_protocol::compat::matchbox::PeerEvent;
 use switchboard_protocol::server::encode::{self, PeerRef};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, Notify};
 
 use crate::broker::{meta_of, user_of, Shown};
 use crate::outbox::Outbox;
@@ -111,6 +111,11 @@ pub struct Room {
     pub flavor: Flavor,
     /// Membership events for `/sse/rooms/{room}`; `None` while nobody watches.
     pub observers: Option<broadcast::Sender<Utf8Bytes>>,
+    /// Connections on this node that follow the room without being in it (a
+    /// PeerJS peer's mailbox, followed by those who write to it).
+    pub followers: u32,
+    /// Woken whenever someone joins, for followers; `None` until one asks.
+    pub arrivals: Option<Arc<Notify>>,
     /// Joins of local peers that the broker is deciding right now.
     pub pending_joins: u32,
     /// While joins are pending: the events applied meanwhile, which
@@ -135,13 +140,25 @@ pub struct Recent {
 impl Room {
     /// An empty room.
     pub fn new(capacity: Option<u32>, flavor: Flavor) -> Room {
-        Room { members: IndexMap::new(), capacity, flavor, observers: None, pending_joins: 0, recent: Vec::new() }
+        Room {
+            members: IndexMap::new(),
+            capacity,
+            flavor,
+            observers: None,
+            followers: 0,
+            arrivals: None,
+            pending_joins: 0,
+            recent: Vec::new(),
+        }
     }
 
     /// Whether the registry may drop this room: nobody on this node is in it or
     /// watches it (members on other nodes are only a mirror, kept for routing).
     pub fn is_unused(&self) -> bool {
-        !self.members.values().any(Member::is_local) && !self.is_observed() && self.pending_joins == 0
+        !self.members.values().any(Member::is_local)
+            && !self.is_observed()
+            && self.pending_joins == 0
+            && self.followers == 0
     }
 
     /// Whether an event stream watches this room.
@@ -155,6 +172,13 @@ impl Room {
             .iter()
             .map(|(id, m)| PeerRef { id: id.as_str(), user: user_of(&m.shown), meta: meta_of(&m.shown) })
             .collect()
+    }
+
+    /// Wakes the followers waiting for someone to join.
+    pub fn notify_arrival(&self) {
+        if let Some(arrivals) = &self.arrivals {
+            arrivals.notify_waiters();
+        }
     }
 
     /// Sends a membership event to the observers, if there are any.
