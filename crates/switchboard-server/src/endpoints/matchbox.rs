@@ -157,7 +157,6 @@ async fn set_up(
     app.hub.connect(id, outbox.clone());
     // Queued first: whatever the room sends while the join is decided comes after it.
     let _ = outbox.push(Message::Text(PeerEvent::IdAssigned(&id.to_uuid()).encode().into()));
-    app.metrics.messages_out("welcome", 1);
     let user = admitted.identity.as_ref().and_then(|identity| identity.user.clone());
     let queue = &outbox;
     let joiner = move |capacity, seal| Joiner {
@@ -190,6 +189,8 @@ async fn set_up(
             }
         }
     };
+    // Counted once it is sure to be sent (a refused peer's queue is dropped).
+    app.metrics.messages_out("welcome", 1);
     debug!(peer = %id, ip = %admitted.ip, room = ?rooms.first(), "matchbox peer connected");
     let handler = MatchboxPeer { app: app.clone(), id, rooms, _family: family };
     let slot = admitted.into_slot();
