@@ -16,6 +16,10 @@ if [ "${SWITCHBOARD_NETNS:-}" != 1 ]; then
   if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
     npm ci --no-audit --no-fund --loglevel=error
   fi
+  # So is crates.io: the native matchbox peers are built here too (a no-op when built).
+  case " ${*:-all} ${COMPAT_DIALECTS:-} " in
+    *matchbox* | *cluster* | *" all "*) cargo build --locked --release --quiet --manifest-path matchbox-native/Cargo.toml ;;
+  esac
   exec ../../scripts/netns-run "$PWD/run.sh" "$@"
 fi
 exec node run.mjs "$@"
