@@ -33,6 +33,15 @@ before(async () => {
     );
     procs.push(node);
     await waitForPort(port, { what: `switchboard node ${i + 1}`, child: node });
+    // Listening comes before the node's first heartbeat registers it with Redis:
+    // until /readyz says the broker is up, cross-node work is refused.
+    await waitFor(
+      async () => {
+        const res = await fetch(`http://127.0.0.1:${port}/readyz`).catch(() => null);
+        return res?.ok && (await res.json()).broker === "up";
+      },
+      { message: `node ${i + 1}'s broker up` },
+    );
     nodes.push({ http: `http://127.0.0.1:${port}`, ws: `ws://127.0.0.1:${port}` });
   }
 });
