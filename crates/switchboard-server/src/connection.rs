@@ -493,6 +493,27 @@ fn classify(err: Error) -> Ending {
     }
 }
 
+/// The size of the connection task's future for a handler, setup aside (it
+/// is boxed): what an idle connection of that endpoint costs, mostly. Each
+/// endpoint's tests keep theirs within 1 KiB.
+#[cfg(test)]
+pub(crate) fn idle_future_size<H: Handler>() -> usize {
+    let env = Arc::new(Environment {
+        lifecycle: Lifecycle::default(),
+        metrics: Arc::new(Metrics::install()),
+        timings: Timings {
+            ping_interval: Duration::from_secs(30),
+            ping_timeout: Duration::from_secs(20),
+            write_timeout: Duration::from_secs(10),
+            shutdown_code: close_code::AWAY,
+        },
+        rate_limit_messages: 100,
+        rate_limit_bytes: 1 << 20,
+    });
+    let setup = Box::pin(std::future::pending::<Option<Connection<H>>>());
+    std::mem::size_of_val(&serve(env, setup))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

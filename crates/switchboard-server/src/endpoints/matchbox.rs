@@ -346,6 +346,14 @@ impl Handler for MatchboxPeer {
 
 #[cfg(test)]
 mod tests {
+    /// A matchbox peer idles like a signaling peer: keep its connection's
+    /// future within the same 1 KiB.
+    #[test]
+    fn an_idle_matchbox_connection_s_future_fits_in_1_kib() {
+        let size = crate::connection::idle_future_size::<super::MatchboxPeer>();
+        assert!(size <= 1024, "the matchbox connection's future is {size} bytes");
+    }
+
     use super::*;
 
     #[test]

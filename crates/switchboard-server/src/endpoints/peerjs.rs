@@ -520,3 +520,24 @@ fn inbound_label(kind: Kind) -> &'static str {
 fn outbound_label(kind: Kind) -> &'static str {
     inbound_label(kind)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A PeerJS peer idles like a signaling peer: keep its connection's
+    /// future within the same 1 KiB.
+    #[test]
+    fn an_idle_peerjs_connection_s_future_fits_in_1_kib() {
+        let size = crate::connection::idle_future_size::<Peer>();
+        assert!(size <= 1024, "the PeerJS connection's future is {size} bytes");
+    }
+
+    #[test]
+    fn ids_map_to_the_same_peer_on_every_node_and_keys_keep_them_apart() {
+        assert_eq!(peer_of("peerjs", "alice"), peer_of("peerjs", "alice"));
+        assert_ne!(peer_of("peerjs", "alice"), peer_of("other", "alice"));
+        assert_ne!(peer_of("peerjs", "alice"), peer_of("peerjs", "alice "));
+        assert!(crate::hub::room::validate_name(&mailbox_room("peerjs", "alice"), usize::MAX).is_err());
+    }
+}

@@ -478,30 +478,12 @@ impl Session {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::connection::{serve, Environment, Timings};
-    use crate::lifecycle::Lifecycle;
-    use crate::telemetry::metrics::Metrics;
 
     /// What an idle signaling peer costs is mostly its connection task's
     /// future (docs/benchmarks.md has the measured memory): keep it within 1 KiB.
     #[test]
     fn an_idle_signaling_connection_s_future_fits_in_1_kib() {
-        let env = Arc::new(Environment {
-            lifecycle: Lifecycle::default(),
-            metrics: Arc::new(Metrics::install()),
-            timings: Timings {
-                ping_interval: std::time::Duration::from_secs(30),
-                ping_timeout: std::time::Duration::from_secs(20),
-                write_timeout: std::time::Duration::from_secs(10),
-                shutdown_code: 1001,
-            },
-            rate_limit_messages: 100,
-            rate_limit_bytes: 1 << 20,
-        });
-        // The setup is boxed, so its type does not change the loop's size.
-        let setup = Box::pin(std::future::pending::<Option<Connection<Session>>>());
-        let future = serve(env, setup);
-        let size = std::mem::size_of_val(&future);
+        let size = crate::connection::idle_future_size::<Session>();
         assert!(size <= 1024, "the signaling connection's future is {size} bytes");
     }
 }

@@ -308,9 +308,6 @@ impl Subscriber {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::connection::{serve, Environment, Timings};
-    use crate::lifecycle::Lifecycle;
-    use crate::telemetry::metrics::Metrics;
 
     #[test]
     fn topics_live_in_a_namespace_no_native_room_name_can_enter() {
@@ -324,21 +321,7 @@ mod tests {
     /// future within the same 1 KiB.
     #[test]
     fn an_idle_y_webrtc_connection_s_future_fits_in_1_kib() {
-        let env = Arc::new(Environment {
-            lifecycle: Lifecycle::default(),
-            metrics: Arc::new(Metrics::install()),
-            timings: Timings {
-                ping_interval: std::time::Duration::from_secs(30),
-                ping_timeout: std::time::Duration::from_secs(20),
-                write_timeout: std::time::Duration::from_secs(10),
-                shutdown_code: 1001,
-            },
-            rate_limit_messages: 100,
-            rate_limit_bytes: 1 << 20,
-        });
-        let setup = Box::pin(std::future::pending::<Option<Connection<Subscriber>>>());
-        let future = serve(env, setup);
-        let size = std::mem::size_of_val(&future);
+        let size = crate::connection::idle_future_size::<Subscriber>();
         assert!(size <= 1024, "the y-webrtc connection's future is {size} bytes");
     }
 }

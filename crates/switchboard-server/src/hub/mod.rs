@@ -246,7 +246,20 @@ impl Hub {
     /// become reachable with [`Hub::relay_in`], and the returned `Notify` wakes
     /// whenever someone joins it. Pair with [`Hub::unfollow`].
     pub async fn follow(&self, room_name: &Arc<str>, flavor: Flavor) -> Result<Arc<Notify>, BrokerError> {
-        // Heard before read, as for an observer.
+        let mut room = self.mirrored(room_name, flavor).await?;
+        room.followers += 1;
+        Ok(room.arrivals.get_or_insert_with(Default::default).clone())
+    }
+
+    /// The room's entry here, with its mirror of the members on other nodes
+    /// filled from the broker if nobody here is in it yet: for observers and
+    /// followers. Heard before read, so no event falls between the two; the
+    /// caller holds a reason to hear the room (released if this fails).
+    async fn mirrored(
+        &self,
+        room_name: &Arc<str>,
+        flavor: Flavor,
+    ) -> Result<dashmap::mapref::one::RefMut<'_, Arc<str>, Room>, BrokerError> {
         self.broker.acquire(room_name).await?;
         let members = match self.broker.members(room_name).await {
             Ok(members) => members,
@@ -259,8 +272,7 @@ impl Hub {
         if !room.members.values().any(Member::is_local) {
             self.replace_mirror(&mut room, members);
         }
-        room.followers += 1;
-        Ok(room.arrivals.get_or_insert_with(Default::default).clone())
+        Ok(room)
     }
 
     /// Stops following a room.
@@ -314,19 +326,7 @@ impl Hub {
         &self,
         room_name: &Arc<str>,
     ) -> Result<(Utf8Bytes, broadcast::Receiver<Utf8Bytes>), BrokerError> {
-        // Heard before read: nothing falls between the snapshot and the events.
-        self.broker.acquire(room_name).await?;
-        let members = match self.broker.members(room_name).await {
-            Ok(members) => members,
-            Err(error) => {
-                self.broker.release(room_name.clone());
-                return Err(error);
-            }
-        };
-        let mut room = self.rooms.entry(room_name.clone()).or_insert_with(|| Room::new(None, Flavor::Signaling));
-        if !room.members.values().any(Member::is_local) {
-            self.replace_mirror(&mut room, members);
-        }
+        let mut room = self.mirrored(room_name, Flavor::Signaling).await?;
         // Snapshot and subscription under one lock: no event falls between them.
         Ok((room_state(room_name, &room), room.subscribe()))
     }
