@@ -416,7 +416,7 @@ fn compare_writes_the_report_from_results() {
     let markdown = std::fs::read_to_string(&out).unwrap();
     let chart = std::fs::read_to_string(&svg).unwrap();
     let _ = std::fs::remove_dir_all(&dir);
-    assert!(markdown.contains("| peerjs-server | n/a: peerjs-server has no rooms"), "{markdown}");
+    assert!(markdown.contains("| peerjs-server | n/a: the PeerJS protocol has no rooms"), "{markdown}");
     assert!(markdown.contains("**run failed**: seed did not start"), "{markdown}");
     assert!(markdown.contains("| idle memory ≤ 2 KiB"), "{markdown}");
     assert!(markdown.contains("## The targets of issue #16"), "{markdown}");

@@ -48,8 +48,8 @@ impl Protocol for PeerJs {
 
     fn features(&self) -> Features {
         Features {
-            broadcast: Err("peerjs-server has no rooms, so no room broadcast"),
-            echo: Err("peerjs-server has no echo endpoint"),
+            broadcast: Err("the PeerJS protocol has no rooms, so no room broadcast"),
+            echo: Err("the PeerJS protocol has no echo endpoint"),
             ..Features::default()
         }
     }
@@ -75,7 +75,7 @@ impl Protocol for PeerJs {
     }
 
     async fn connect_echo(&self) -> Result<Connection<Self>> {
-        Err(Unsupported("peerjs-server has no echo endpoint").into())
+        Err(Unsupported("the PeerJS protocol has no echo endpoint").into())
     }
 }
 
@@ -94,11 +94,11 @@ pub struct PeerJsEncode;
 
 impl Encode for PeerJsEncode {
     fn join(&self, _room: &str) -> Result<String> {
-        Err(Unsupported("peerjs-server has no rooms").into())
+        Err(Unsupported("the PeerJS protocol has no rooms").into())
     }
 
     fn leave(&self, _room: &str) -> Result<String> {
-        Err(Unsupported("peerjs-server has no rooms").into())
+        Err(Unsupported("the PeerJS protocol has no rooms").into())
     }
 
     /// What the PeerJS client sends: an OFFER/ANSWER payload carries `sdp`, a
@@ -120,7 +120,7 @@ impl Encode for PeerJsEncode {
     }
 
     fn broadcast(&self, _room: &str, _message: &Outgoing) -> Result<String> {
-        Err(Unsupported("peerjs-server has no room broadcast").into())
+        Err(Unsupported("the PeerJS protocol has no room broadcast").into())
     }
 }
 
