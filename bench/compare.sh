@@ -34,7 +34,11 @@
 #                                   BENCH_CLIENT_CPU with taskset (0: no pinning)
 #   BENCH_SERVER_CPU [0]            the server's CPU (every thread of it: one server core)
 #   BENCH_CLIENT_CPU [1]            the load generator's CPU
-#   BENCH_TARGETS ["switchboard bare bare-relay seed matchbox peerjs"]
+#   BENCH_TARGETS ["switchboard switchboard-peerjs bare bare-relay seed matchbox peerjs"]
+#                                   switchboard-peerjs: the same Switchboard binary and flags,
+#                                   driven through its PeerJS dialect (/peerjs) by the adapter
+#                                   that drives peerjs-server (relay, relay-open, relay-rates,
+#                                   idle, churn): the same-protocol comparison of issue #12
 #   BENCH_SCENARIOS ["idle echo relay relay-open fanout churn relay-rates"]
 #   BENCH_RESULTS [target/bench-results/DATE]   where the JSON results and logs go
 #   BENCH_OUT [docs/benchmarks.md]  the report (the chart goes beside it, .svg)
@@ -78,7 +82,7 @@ PACER_SPIN_US=${BENCH_PACER_SPIN_US:-150}
 PIN=${BENCH_PIN:-1}
 SERVER_CPU=${BENCH_SERVER_CPU:-0}
 CLIENT_CPU=${BENCH_CLIENT_CPU:-1}
-TARGETS=${BENCH_TARGETS:-switchboard bare bare-relay seed matchbox peerjs}
+TARGETS=${BENCH_TARGETS:-switchboard switchboard-peerjs bare bare-relay seed matchbox peerjs}
 SCENARIOS=${BENCH_SCENARIOS:-idle echo relay relay-open fanout churn relay-rates}
 RESULTS=${BENCH_RESULTS:-target/bench-results/$(date -u +%Y%m%dT%H%M%SZ)}
 OUT=${BENCH_OUT:-docs/benchmarks.md}
@@ -197,9 +201,12 @@ start_server() {
   SERVER_PORT=$(free_port)
   local addr=127.0.0.1:$SERVER_PORT
   case $target in
-    switchboard)
+    switchboard | switchboard-peerjs)
       # No rate limits, and caps above the run's connections: every
-      # benchmark connection comes from 127.0.0.1.
+      # benchmark connection comes from 127.0.0.1. switchboard-peerjs is the
+      # same server, spoken to in its PeerJS dialect (which has no echo and
+      # no room broadcast).
+      [[ $target == switchboard || ($scenario != echo && $scenario != fanout) ]] || return 1
       "${SERVER_PIN[@]}" "$SWITCHBOARD" serve --listen "$addr" --log warn \
         --rate-limit-messages 0 --rate-limit-bytes 0 \
         --max-connections 100000 --max-connections-per-ip 100000 \
@@ -267,6 +274,8 @@ run_one() {
   local logfile=$RESULTS/$name.log
   local serverlog=$RESULTS/$name.server.log
   local adapter=$target url status=0
+  # The same protocol as peerjs-server, so the same adapter.
+  [[ $target == switchboard-peerjs ]] && adapter=peerjs
   log "$scenario on $target${REP:+ (run $REP)}"
   if start_server "$target" "$scenario" "$serverlog"; then
     url=ws://127.0.0.1:$SERVER_PORT

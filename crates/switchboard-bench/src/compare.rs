@@ -4,7 +4,9 @@
 //! scenario with ratios, the issues' targets met or not, the machine, the
 //! pinning and the command) and an SVG chart of throughput and latency per
 //! target. The fixed-rate latency runs (relay-rate-RATE.TARGET.REP.json, several
-//! per rate) become one table of best and median percentiles.
+//! per rate) become one table of best and median percentiles. The same-protocol
+//! table sets peerjs-server beside Switchboard's PeerJS dialect (both driven by
+//! the PeerJS adapter) and Switchboard's native `/ws`.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -28,8 +30,9 @@ const SCENARIOS: [(&str, &str); 6] = [
 ];
 
 /// The targets, in report order: file key, name in the report.
-const TARGETS: [(&str, &str); 6] = [
+const TARGETS: [(&str, &str); 7] = [
     ("switchboard", "Switchboard"),
+    ("switchboard-peerjs", "Switchboard, PeerJS dialect"),
     ("bare", "bare axum/tungstenite echo"),
     ("bare-relay", "bare axum/tungstenite relay"),
     ("seed", "seed Node.js (ws)"),
@@ -397,6 +400,113 @@ fn verdicts_16(r: &Results, pinned: bool) -> Vec<Verdict> {
     out
 }
 
+/// How much more the dialect may spend than native `/ws` (issue #12): 10%.
+const DIALECT_MARGIN: f64 = 0.10;
+
+/// The targets of issue #12's performance section: Switchboard's PeerJS dialect
+/// within 10% of its native `/ws` in server CPU per relayed message and in server
+/// memory per idle connection.
+fn verdicts_12(r: &Results) -> Vec<Verdict> {
+    let share = |a: Option<f64>, b: Option<f64>| a.zip(b).filter(|(_, b)| *b > 0.0).map(|(a, b)| a / b);
+    let mut out = Vec::new();
+    let (dialect, native) =
+        (r.get("relay", "switchboard-peerjs").cpu_per_op(), r.get("relay", "switchboard").cpu_per_op());
+    let cpu = share(dialect, native);
+    out.push(Verdict {
+        target: "PeerJS dialect: server CPU per relayed message ≤ 1.10× native /ws".into(),
+        measured: match (dialect, native, cpu) {
+            (Some(d), Some(n), Some(v)) => format!("{v:.2}× ({d:.2} µs against {n:.2} µs)"),
+            _ => "–".into(),
+        },
+        met: cpu.map(|v| v <= 1.0 + DIALECT_MARGIN),
+    });
+    let (dialect, native) =
+        (r.get("idle", "switchboard-peerjs").rss_per_connection(), r.get("idle", "switchboard").rss_per_connection());
+    let rss = share(dialect, native);
+    out.push(Verdict {
+        target: "PeerJS dialect: server RSS per idle connection ≤ 1.10× native /ws".into(),
+        measured: match (dialect, native, rss) {
+            (Some(d), Some(n), Some(v)) => format!("{v:.2}× ({d:.2} KiB against {n:.2} KiB)"),
+            _ => "–".into(),
+        },
+        met: rss.map(|v| v <= 1.0 + DIALECT_MARGIN),
+    });
+    out
+}
+
+/// The rows of the same-protocol table: file key, name.
+const SAME_PROTOCOL: [(&str, &str); 3] = [
+    ("peerjs", "peerjs-server"),
+    ("switchboard-peerjs", "Switchboard, PeerJS dialect"),
+    ("switchboard", "Switchboard, native /ws"),
+];
+
+/// "Same protocol: PeerJS": peerjs-server and Switchboard's PeerJS dialect, both
+/// driven by the PeerJS adapter (the same frames, ids and checks), and
+/// Switchboard's native `/ws` for reference; then issue #12's two ratios.
+fn same_protocol_section(r: &Results, md: &mut String) {
+    let _ = writeln!(md, "## Same protocol: PeerJS\n");
+    let _ = writeln!(
+        md,
+        "peerjs-server and Switchboard's PeerJS dialect (`/peerjs` on the same `switchboard` binary, started with \
+         the same flags) driven by the same PeerJS adapter: the same frames (`OFFER` / `ANSWER` / `CANDIDATE` by \
+         `dst`), the same ids, the same checks. Switchboard's native `/ws` is the reference the dialect is held \
+         to. PeerJS has no rooms: its idle connection holds its own id, and its churn cycle is connect (the \
+         `OPEN`) and close, where native `/ws` also joins and leaves a room. The figures are those of the \
+         scenario tables below.\n"
+    );
+    let _ = writeln!(
+        md,
+        "| target | relay msgs/s | relay server CPU per message | idle server RSS per connection | churn \
+         cycles/s | churn server CPU per cycle | churn cycle | checks |\n|---|--:|--:|--:|--:|--:|---|---|"
+    );
+    let value = |cell: &Cell, what: &dyn Fn(&Cell) -> Option<String>| match cell {
+        Cell::Ran(_) => what(cell).unwrap_or_else(|| "–".into()),
+        Cell::Na(_) => "n/a".into(),
+        Cell::Failed(_) => "**run failed**".into(),
+        Cell::Missing => "not run".into(),
+    };
+    for (target, name) in SAME_PROTOCOL {
+        let (relay, idle, churn) = (r.get("relay", target), r.get("idle", target), r.get("churn", target));
+        let failed: Vec<&str> = [("relay", relay), ("idle", idle), ("churn", churn)]
+            .into_iter()
+            .filter(|(_, cell)| match cell {
+                Cell::Ran(report) => report["ok"] != true,
+                Cell::Failed(_) => true,
+                Cell::Na(_) | Cell::Missing => false,
+            })
+            .map(|(scenario, _)| scenario)
+            .collect();
+        let ran = [relay, idle, churn].iter().any(|cell| cell.report().is_some());
+        let checks = match (failed.is_empty(), ran) {
+            (false, _) => format!("**FAILED** in {}", failed.join(", ")),
+            (true, true) => "ok".into(),
+            (true, false) => "–".into(),
+        };
+        let _ = writeln!(
+            md,
+            "| {name} | {} | {} | {} | {} | {} | {} | {checks} |",
+            value(relay, &|c| c.throughput().map(thousands)),
+            value(relay, &|c| c.cpu_per_op().map(|us| format!("{us:.2} µs"))),
+            value(idle, &|c| c.rss_per_connection().map(|kib| format!("{kib:.2} KiB"))),
+            value(churn, &|c| c.throughput().map(thousands)),
+            value(churn, &|c| c.cpu_per_op().map(|us| format!("{us:.1} µs"))),
+            value(churn, &|c| c.report().map(|rep| param(rep, "cycle"))),
+        );
+    }
+    let _ = writeln!(md, "\nThe target of issue #12: the dialect within 10% of native `/ws`.\n");
+    let _ = writeln!(md, "| target | measured | |\n|---|---|---|");
+    for verdict in verdicts_12(r) {
+        let met = match verdict.met {
+            Some(true) => "**met**",
+            Some(false) => "**not met**",
+            None => "not measured",
+        };
+        let _ = writeln!(md, "| {} | {} | {met} |", verdict.target, verdict.measured);
+    }
+    let _ = writeln!(md);
+}
+
 /// The fixed-rate latency table: per offered rate and target, the best and the
 /// median of each percentile over the runs, and the pacer's lateness.
 fn rates_section(r: &Results, md: &mut String) {
@@ -548,6 +658,7 @@ fn render(r: &Results, args: &CompareArgs, svg_name: &str, notes: Option<&str>) 
         let _ = writeln!(md, "| {} | {} | {met} |", verdict.target, verdict.measured);
     }
     let _ = writeln!(md);
+    same_protocol_section(r, &mut md);
 
     let _ = writeln!(md, "## Results\n");
     let _ = writeln!(md, "![throughput and latency per target]({svg_name})\n");
@@ -771,6 +882,7 @@ fn chart(r: &Results, path: &Path) -> Result<()> {
         RGBColor(44, 160, 44),
         RGBColor(214, 39, 40),
         RGBColor(148, 103, 189),
+        RGBColor(23, 190, 207),
     ];
     for (i, (scenario, title)) in SCENARIOS.iter().enumerate() {
         let cells: Vec<(&str, &Cell)> = TARGETS.iter().map(|(t, name)| (*name, r.get(scenario, t))).collect();
@@ -888,4 +1000,91 @@ fn chart(r: &Results, path: &Path) -> Result<()> {
     }
     root.present().map_err(|e| failed(&e))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ran(throughput: f64, results: Value) -> Cell {
+        Cell::Ran(serde_json::json!({
+            "ok": true,
+            "params": {"cycle": "connect, join, close"},
+            "throughput": {"value": throughput, "unit": "msgs/s"},
+            "results": results,
+        }))
+    }
+
+    fn results(cells: Vec<(&'static str, &'static str, Cell)>) -> Results {
+        let mut all: BTreeMap<&'static str, BTreeMap<&'static str, Cell>> = BTreeMap::new();
+        for (scenario, target, cell) in cells {
+            all.entry(scenario).or_default().insert(target, cell);
+        }
+        Results(all, BTreeMap::new())
+    }
+
+    #[test]
+    fn the_same_protocol_table_holds_the_dialect_to_native_ws() {
+        let mut failed_churn = ran(900.0, serde_json::json!({"server_cpu_us_per_op": 70.0}));
+        if let Cell::Ran(report) = &mut failed_churn {
+            report["ok"] = false.into();
+        }
+        let r = results(vec![
+            ("relay", "switchboard", ran(100_000.0, serde_json::json!({"server_cpu_us_per_op": 10.0}))),
+            ("relay", "switchboard-peerjs", ran(95_000.0, serde_json::json!({"server_cpu_us_per_op": 10.5}))),
+            ("relay", "peerjs", ran(20_000.0, serde_json::json!({"server_cpu_us_per_op": 48.0}))),
+            ("idle", "switchboard", ran(20_000.0, serde_json::json!({"server_rss_per_connection_kib": 2.0}))),
+            ("idle", "switchboard-peerjs", ran(21_000.0, serde_json::json!({"server_rss_per_connection_kib": 2.5}))),
+            ("churn", "switchboard-peerjs", ran(3_000.0, serde_json::json!({"server_cpu_us_per_op": 60.0}))),
+            ("churn", "peerjs", failed_churn),
+            ("idle", "peerjs", Cell::Failed("peerjs did not start".into())),
+        ]);
+        let mut md = String::new();
+        same_protocol_section(&r, &mut md);
+        assert!(md.contains("## Same protocol: PeerJS"), "{md}");
+        assert!(
+            md.contains(
+                "| peerjs-server | 20,000 | 48.00 µs | **run failed** | 900 | 70.0 µs | connect, join, close | \
+                 **FAILED** in idle, churn |"
+            ),
+            "{md}"
+        );
+        assert!(
+            md.contains(
+                "| Switchboard, PeerJS dialect | 95,000 | 10.50 µs | 2.50 KiB | 3,000 | 60.0 µs | connect, join, close \
+                 | ok |"
+            ),
+            "{md}"
+        );
+        assert!(
+            md.contains(
+                "| Switchboard, native /ws | 100,000 | 10.00 µs | 2.00 KiB | not run | not run | not run | ok |"
+            ),
+            "{md}"
+        );
+        assert!(
+            md.contains(
+                "| PeerJS dialect: server CPU per relayed message ≤ 1.10× native /ws | 1.05× (10.50 µs against \
+                 10.00 µs) | **met** |"
+            ),
+            "{md}"
+        );
+        assert!(
+            md.contains(
+                "| PeerJS dialect: server RSS per idle connection ≤ 1.10× native /ws | 1.25× (2.50 KiB against 2.00 \
+                 KiB) | **not met** |"
+            ),
+            "{md}"
+        );
+        // Nothing run: nothing claimed.
+        let mut md = String::new();
+        same_protocol_section(&results(Vec::new()), &mut md);
+        assert!(
+            md.contains(
+                "| Switchboard, PeerJS dialect | not run | not run | not run | not run | not run | not run | – |"
+            ),
+            "{md}"
+        );
+        assert!(md.contains("≤ 1.10× native /ws | – | not measured |"), "{md}");
+    }
 }

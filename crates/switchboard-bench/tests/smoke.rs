@@ -251,6 +251,33 @@ fn churn_cycles() {
     assert_eq!(report["results"]["distinct_peer_ids"].as_u64().unwrap(), cycles, "a peer id was handed out twice");
 }
 
+/// bench/compare.sh's `switchboard-peerjs`: the peerjs-server adapter against
+/// the Switchboard binary's PeerJS dialect. Every message once, in order, from
+/// the right peer; every connection welcomed with `OPEN` and held.
+#[test]
+fn peerjs_adapter_drives_the_switchboard_peerjs_dialect() {
+    let relay = scenario(&["relay", "--adapter", "peerjs", "--pairs", "50", "--size-mix", "mixed"]);
+    assert_eq!(relay["params"]["mode"], "closed", "{relay}");
+    assert_eq!(relay["throughput"]["operations"], relay["results"]["sent"], "{relay}");
+    let open = scenario(&["relay", "--adapter", "peerjs", "--pairs", "20", "--rate", "1000"]);
+    assert_eq!(open["pacer"]["lateness_us"]["count"], open["results"]["sent"], "{open}");
+
+    let server = Server::start();
+    let pid = server.child.id().to_string();
+    let idle = checked_run(
+        &server.url(),
+        &["idle", "--adapter", "peerjs", "-n", "200", "--rooms", "20", "--server-pid", &pid, "--duration", "1s"],
+    );
+    // No rooms, so no membership events: one `OPEN` per connection.
+    assert_eq!(idle["check"]["messages"], 200, "{idle}");
+    assert_eq!(idle["check"]["connection_failures"], 0, "{idle}");
+    assert!(idle["results"]["server_rss_per_connection_kib"].is_number(), "{idle}");
+    drop(server);
+
+    let churn = scenario(&["churn", "--adapter", "peerjs", "--concurrency", "10"]);
+    assert_eq!(churn["params"]["cycle"], "connect, join, close", "{churn}");
+}
+
 #[test]
 fn refuses_anything_but_loopback() {
     let run = bench(&["echo", "--clients", "1", "--url", "ws://10.1.2.3:8080", "--duration", "1s"]);
@@ -416,7 +443,7 @@ fn compare_writes_the_report_from_results() {
     let markdown = std::fs::read_to_string(&out).unwrap();
     let chart = std::fs::read_to_string(&svg).unwrap();
     let _ = std::fs::remove_dir_all(&dir);
-    assert!(markdown.contains("| peerjs-server | n/a: peerjs-server has no rooms"), "{markdown}");
+    assert!(markdown.contains("| peerjs-server | n/a: the PeerJS protocol has no rooms"), "{markdown}");
     assert!(markdown.contains("**run failed**: seed did not start"), "{markdown}");
     assert!(markdown.contains("| idle memory ≤ 2 KiB"), "{markdown}");
     assert!(markdown.contains("## The targets of issue #16"), "{markdown}");

@@ -12,9 +12,10 @@
 //! The adapters: [`switchboard`] (Switchboard, and the bare-library echo server),
 //! [`bare_relay`] (the bare-library relay, `switchboard-bench-bare-relay`),
 //! [`seed`] (the seeds' Node.js servers in bench/peers), [`matchbox`]
-//! (matchbox_server), [`peerjs`] (peerjs-server). Each says in its [`Features`]
-//! what the server cannot do; a scenario that needs it ends with
-//! [`Unsupported`], which the report shows as "n/a" with the reason.
+//! (matchbox_server), [`peerjs`] (peerjs-server, and Switchboard's PeerJS dialect).
+//! Each says in its [`Features`] what the server cannot do; a scenario that
+//! needs it ends with [`Unsupported`], which the report shows as "n/a" with the
+//! reason.
 //! [`ws`] is the WebSocket plumbing they share, [`body`] the bodies they carry.
 
 use std::future::Future;

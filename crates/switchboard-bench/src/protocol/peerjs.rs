@@ -8,6 +8,10 @@
 //! (queued for a while if `dst` is not connected). `HEARTBEAT` keeps a client
 //! alive. There are no rooms: no membership events, no broadcast, no leave, and
 //! no echo.
+//!
+//! The same adapter drives Switchboard's PeerJS dialect (`/peerjs` on the
+//! `switchboard` binary), which answers the same frames; it checks ids as the
+//! `peerjs` client does, so the ids here are letters and digits only.
 
 use std::time::Duration;
 
@@ -44,14 +48,14 @@ impl Protocol for PeerJs {
 
     fn features(&self) -> Features {
         Features {
-            broadcast: Err("peerjs-server has no rooms, so no room broadcast"),
-            echo: Err("peerjs-server has no echo endpoint"),
+            broadcast: Err("the PeerJS protocol has no rooms, so no room broadcast"),
+            echo: Err("the PeerJS protocol has no echo endpoint"),
             ..Features::default()
         }
     }
 
     async fn connect(&self) -> Result<Connection<Self>> {
-        let id = random_id();
+        let id = peer_id();
         let token = random_id();
         let path = format!("/peerjs?key={KEY}&id={id}&token={token}");
         let (tx, mut rx) = ws::open(&self.target, &path, self.read_buffer, PeerJsEncode, decode).await?;
@@ -71,8 +75,18 @@ impl Protocol for PeerJs {
     }
 
     async fn connect_echo(&self) -> Result<Connection<Self>> {
-        Err(Unsupported("peerjs-server has no echo endpoint").into())
+        Err(Unsupported("the PeerJS protocol has no echo endpoint").into())
     }
+}
+
+/// 22 random letters and digits: an id both servers take. The `peerjs` client
+/// (and Switchboard's dialect) accept only `^[A-Za-z0-9]+(?:[ _-][A-Za-z0-9]+)*$`,
+/// which [`random_id`]'s `-` and `_` break at the ends or side by side.
+fn peer_id() -> String {
+    use rand::Rng;
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::rng();
+    (0..22).map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())])).collect()
 }
 
 /// peerjs-server's requests.
@@ -80,11 +94,11 @@ pub struct PeerJsEncode;
 
 impl Encode for PeerJsEncode {
     fn join(&self, _room: &str) -> Result<String> {
-        Err(Unsupported("peerjs-server has no rooms").into())
+        Err(Unsupported("the PeerJS protocol has no rooms").into())
     }
 
     fn leave(&self, _room: &str) -> Result<String> {
-        Err(Unsupported("peerjs-server has no rooms").into())
+        Err(Unsupported("the PeerJS protocol has no rooms").into())
     }
 
     /// What the PeerJS client sends: an OFFER/ANSWER payload carries `sdp`, a
@@ -106,7 +120,7 @@ impl Encode for PeerJsEncode {
     }
 
     fn broadcast(&self, _room: &str, _message: &Outgoing) -> Result<String> {
-        Err(Unsupported("peerjs-server has no room broadcast").into())
+        Err(Unsupported("the PeerJS protocol has no room broadcast").into())
     }
 }
 
@@ -154,5 +168,14 @@ mod tests {
         }
         assert_eq!(decode(r#"{"type":"OPEN"}"#), Event::Welcome { id: String::new() });
         assert!(matches!(decode(r#"{"type":"ERROR","payload":{"msg":"x"}}"#), Event::Error { .. }));
+    }
+
+    #[test]
+    fn ids_are_ones_the_peerjs_client_and_switchboard_accept() {
+        for _ in 0..2000 {
+            let id = peer_id();
+            assert_eq!(id.len(), 22);
+            assert!(switchboard_protocol::compat::peerjs::valid_id(&id), "{id:?}");
+        }
     }
 }
