@@ -293,8 +293,8 @@ struct Peer {
     rooms: Vec<Arc<str>>,
     /// The last `HEARTBEAT` (or the connection's start).
     heard: Instant,
-    /// The ids it writes to, by peer id: each one's mailbox is followed.
-    contacts: IndexMap<PeerId, Contact>,
+    /// The ids it writes to, by PeerJS id: each one's mailbox is followed.
+    contacts: IndexMap<Arc<str>, Contact>,
     /// Ends this connection (takeover, `LEAVE` without `dst`), and with it
     /// every wait for an id.
     stop: CancellationToken,
@@ -304,8 +304,8 @@ struct Peer {
 
 /// An id this connection writes to.
 struct Contact {
-    /// Its PeerJS id.
-    name: Arc<str>,
+    /// Its peer id.
+    target: PeerId,
     mailbox: Arc<str>,
     arrivals: Arc<Notify>,
     /// Messages waiting for it to connect, when it is not; `None` otherwise.
@@ -342,21 +342,22 @@ impl Handler for Peer {
             metrics.dropped(Endpoint::Peerjs, Dropped::UnknownTarget);
             return None;
         }
-        let target = peer_of(&self.app.settings.peerjs_key, dst);
         let frame: Utf8Bytes = peerjs::relayed(message.kind, &self.name, dst, message.payload).into();
         let kind = message.kind;
-        if self.contacts.contains_key(&target) {
-            self.send(kind, target, frame);
+        // The common case: an id this connection already writes to.
+        if self.contacts.contains_key(dst) {
+            self.send(kind, dst, frame);
             return None;
         }
+        let target = peer_of(&self.app.settings.peerjs_key, dst);
         let mailbox = mailbox_room(&self.app.settings.peerjs_key, dst);
         let name: Arc<str> = dst.into();
         Some(Box::pin(async move {
             match self.app.hub.follow(&mailbox, Flavor::Quiet).await {
                 Ok(arrivals) => {
-                    let contact = Contact { name, mailbox, arrivals, waiting: Arc::default() };
-                    self.remember(target, contact);
-                    self.send(kind, target, frame);
+                    let contact = Contact { target, mailbox, arrivals, waiting: Arc::default() };
+                    self.remember(name.clone(), contact);
+                    self.send(kind, &name, frame);
                 }
                 Err(error) => {
                     debug!(%error, "cannot follow a PeerJS id; message dropped");
@@ -391,8 +392,9 @@ impl Peer {
     /// Relays `frame` to `target`, whose mailbox this connection follows: at
     /// once if it is connected and nothing waits for it already, else into the
     /// wait for it.
-    fn send(&mut self, kind: Kind, target: PeerId, frame: Utf8Bytes) {
-        let Some(contact) = self.contacts.get(&target) else { return };
+    fn send(&mut self, kind: Kind, dst: &str, frame: Utf8Bytes) {
+        let Some(contact) = self.contacts.get(dst) else { return };
+        let target = contact.target;
         let mut waiting = lock(&contact.waiting);
         if let Some(waiting) = waiting.as_mut() {
             // Behind what already waits, to keep the order.
@@ -408,7 +410,7 @@ impl Peer {
             Err(RelayError::UnknownTarget) if kind.waits_for_destination() => {
                 *waiting = Some(Waiting { frames: VecDeque::from([frame]) });
                 drop(waiting);
-                self.wait_for(target);
+                self.wait_for(dst);
             }
             Err(_) => self.app.metrics.dropped(Endpoint::Peerjs, Dropped::UnknownTarget),
         }
@@ -416,8 +418,8 @@ impl Peer {
 
     /// Waits (in a task of its own) for `target` to connect, then delivers what
     /// waits for it; or, after the expire timeout, drops it and says `EXPIRE`.
-    fn wait_for(&self, target: PeerId) {
-        let Some(contact) = self.contacts.get(&target) else { return };
+    fn wait_for(&self, dst: &str) {
+        let Some(contact) = self.contacts.get(dst) else { return };
         let task = Wait {
             hub: self.app.hub.clone(),
             sender: self.id,
@@ -425,8 +427,8 @@ impl Peer {
             mailbox: contact.mailbox.clone(),
             arrivals: contact.arrivals.clone(),
             waiting: contact.waiting.clone(),
-            target,
-            expire: peerjs::expire(&contact.name, &self.name).into(),
+            target: contact.target,
+            expire: peerjs::expire(dst, &self.name).into(),
             deadline: Instant::now() + self.app.settings.peerjs_expire_timeout,
             stop: self.stop.clone(),
         };
@@ -434,14 +436,14 @@ impl Peer {
     }
 
     /// Adds a contact, forgetting the oldest idle one past [`MAX_CONTACTS`].
-    fn remember(&mut self, target: PeerId, contact: Contact) {
+    fn remember(&mut self, name: Arc<str>, contact: Contact) {
         if self.contacts.len() >= MAX_CONTACTS {
             let idle = self.contacts.iter().position(|(_, c)| lock(&c.waiting).is_none());
             if let Some((_, old)) = idle.and_then(|index| self.contacts.shift_remove_index(index)) {
                 self.app.hub.unfollow(&old.mailbox);
             }
         }
-        if let Some(old) = self.contacts.insert(target, contact) {
+        if let Some(old) = self.contacts.insert(name, contact) {
             self.app.hub.unfollow(&old.mailbox);
         }
     }
