@@ -18,6 +18,7 @@ const PING_TIMEOUTS = 'switchboard_ping_timeouts_total';
 const REFUSED = 'switchboard_refused_total';
 const RATE_LIMITED = 'switchboard_rate_limited_total';
 const RATE_LIMIT_CLOSES = 'switchboard_rate_limit_closes_total';
+const DIALECT_DROPPED = 'switchboard_dialect_dropped_total';
 
 const RELAY_TYPES = ['sdp', 'ice-candidate', 'offer', 'answer', 'candidate', 'signal'];
 const ERROR_CODES = [
@@ -27,7 +28,7 @@ const ERROR_CODES = [
 ];
 /** series → [type, label name or null, allowed label values or null] */
 const DOCUMENTED_SERIES = {
-  [CONNECTIONS]: ['gauge', 'endpoint', ['signaling', 'echo', 'broadcast']],
+  [CONNECTIONS]: ['gauge', 'endpoint', ['signaling', 'echo', 'broadcast', 'peerjs', 'y-webrtc', 'matchbox']],
   [SSE_STREAMS]: ['gauge', 'endpoint', ['sse', 'room']],
   [ROOMS]: ['gauge', null, null],
   [PEERS]: ['gauge', null, null],
@@ -43,6 +44,7 @@ const DOCUMENTED_SERIES = {
   [REFUSED]: ['counter', 'reason', ['origin', 'max-connections', 'max-connections-per-ip', 'unauthorized', 'forbidden']],
   [RATE_LIMITED]: ['counter', 'limit', ['messages', 'bytes']],
   [RATE_LIMIT_CLOSES]: ['counter', null, null],
+  [DIALECT_DROPPED]: ['counter', 'reason', ['malformed', 'binary', 'limit', 'unknown-target']],
 };
 
 let server;
