@@ -21,12 +21,13 @@
 //!
 //! [`Hub::relay`]: crate::hub::Hub::relay
 
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 
 use axum::extract::ws::{close_code, CloseFrame, Message, Utf8Bytes};
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use bytes::Bytes;
 use dashmap::DashMap;
 use serde::Deserialize;
@@ -41,7 +42,7 @@ use crate::broker::shown;
 use crate::connection::{Connection, Departure, Handler, Pending};
 use crate::hub::room::Flavor;
 use crate::hub::{JoinError, Joiner, RelayError};
-use crate::peer_id::{NodeId, PeerId};
+use crate::peer_id::PeerId;
 use crate::rate_limit::Limit;
 use crate::telemetry::metrics::{Dropped, Endpoint};
 use crate::websocket::{Socket, WebSocketUpgrade};
@@ -92,6 +93,7 @@ pub async fn upgrade(
     room: Option<Path<String>>,
     uri: Uri,
     State(app): State<Arc<App>>,
+    Extension(hints): Extension<Arc<Hints>>,
 ) -> Response {
     // No way to send a token in a message: it comes on the URL or not at all.
     let identity = match admitted.require_identity() {
@@ -136,7 +138,7 @@ pub async fn upgrade(
     };
     let limit = hard_limit(&app);
     upgrade.on_upgrade(limit, move |socket| {
-        crate::connection::serve(app.connections.clone(), Box::pin(set_up(socket, app, admitted, placement)))
+        crate::connection::serve(app.connections.clone(), Box::pin(set_up(socket, app, hints, admitted, placement)))
     })
 }
 
@@ -149,6 +151,7 @@ fn hard_limit(app: &App) -> usize {
 async fn set_up(
     socket: Socket,
     app: Arc<App>,
+    hints: Arc<Hints>,
     admitted: Admitted,
     placement: Placement,
 ) -> Option<Connection<MatchboxPeer>> {
@@ -174,7 +177,7 @@ async fn set_up(
             Err(error) => return refuse_socket(socket, &app, id, error).await,
         },
         Placement::Groups { family, size } => {
-            let family = Family::enter(app.hub.node(), &family);
+            let family = Family::enter(&hints, &family);
             let mut k = family.lowest();
             loop {
                 let group = group_name(family.name(), k);
@@ -218,10 +221,13 @@ async fn refuse_socket(
 }
 
 /// For each `?next=N` room family with a peer of this node in it: the lowest
-/// group that may still admit anyone. Per node (keyed by node id, so servers
-/// sharing a process keep theirs apart); an entry goes with the node's last
+/// group that may still admit anyone. One per server (its router holds it, as
+/// the PeerJS dialect holds its registry); an entry goes with the node's last
 /// peer in the family.
-static HINTS: LazyLock<DashMap<Arc<str>, Hint>> = LazyLock::new(DashMap::new);
+#[derive(Default)]
+pub struct Hints {
+    families: DashMap<Arc<str>, Hint>,
+}
 
 struct Hint {
     /// Every group below this one has been seen full (so sealed).
@@ -233,30 +239,29 @@ struct Hint {
 /// A peer's share in its family's hint; dropping it lets the hint go with the
 /// family's last peer on this node.
 struct Family {
-    /// The node id, then the family's name.
-    key: Arc<str>,
+    hints: Arc<Hints>,
+    name: Arc<str>,
 }
 
 impl Family {
-    fn enter(node: NodeId, family: &str) -> Family {
-        let key: Arc<str> = format!("{node}{family}").into();
-        HINTS.entry(key.clone()).or_insert(Hint { lowest: 0, peers: 0 }).peers += 1;
-        Family { key }
+    fn enter(hints: &Arc<Hints>, family: &str) -> Family {
+        let name: Arc<str> = family.into();
+        hints.families.entry(name.clone()).or_insert(Hint { lowest: 0, peers: 0 }).peers += 1;
+        Family { hints: hints.clone(), name }
     }
 
-    /// The family's name (without the node id).
+    /// The family's name.
     fn name(&self) -> &str {
-        // Node ids are ASCII of a fixed length.
-        self.key.get(crate::peer_id::PEER_ID_LEN..).unwrap_or_default()
+        &self.name
     }
 
     fn lowest(&self) -> u64 {
-        HINTS.get(&self.key).map_or(0, |hint| hint.lowest)
+        self.hints.families.get(&self.name).map_or(0, |hint| hint.lowest)
     }
 
     /// Group `k` was full: no arrival here needs to try it again.
     fn sealed(&self, k: u64) {
-        if let Some(mut hint) = HINTS.get_mut(&self.key) {
+        if let Some(mut hint) = self.hints.families.get_mut(&self.name) {
             hint.lowest = hint.lowest.max(k + 1);
         }
     }
@@ -264,7 +269,7 @@ impl Family {
 
 impl Drop for Family {
     fn drop(&mut self) {
-        HINTS.remove_if_mut(&self.key, |_, hint| {
+        self.hints.families.remove_if_mut(&self.name, |_, hint| {
             hint.peers -= 1;
             hint.peers == 0
         });
@@ -380,20 +385,20 @@ mod tests {
 
     #[test]
     fn a_family_hint_rises_past_sealed_groups_and_goes_with_its_last_peer() {
-        let node = NodeId::random();
-        let a = Family::enter(node, "2\u{1}hint-test");
+        let node = Arc::new(Hints::default());
+        let a = Family::enter(&node, "2\u{1}hint-test");
         assert_eq!(a.name(), "2\u{1}hint-test");
         assert_eq!(a.lowest(), 0);
         a.sealed(0);
         a.sealed(3);
         a.sealed(1);
-        let b = Family::enter(node, "2\u{1}hint-test");
+        let b = Family::enter(&node, "2\u{1}hint-test");
         assert_eq!(b.lowest(), 4);
         // Another node's hint is its own.
-        assert_eq!(Family::enter(NodeId::random(), "2\u{1}hint-test").lowest(), 0);
+        assert_eq!(Family::enter(&Arc::new(Hints::default()), "2\u{1}hint-test").lowest(), 0);
         drop(a);
         assert_eq!(b.lowest(), 4);
         drop(b);
-        assert_eq!(Family::enter(node, "2\u{1}hint-test").lowest(), 0);
+        assert_eq!(Family::enter(&node, "2\u{1}hint-test").lowest(), 0);
     }
 }

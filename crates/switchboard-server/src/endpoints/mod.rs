@@ -27,7 +27,11 @@ pub fn router(app: Arc<App>) -> Router {
         router = router.route("/y-webrtc", get(y_webrtc::upgrade));
     }
     if app.settings.serves(Dialect::Matchbox) {
-        router = router.route("/matchbox", get(matchbox::upgrade)).route("/matchbox/{room}", get(matchbox::upgrade));
+        let matchbox = Router::new()
+            .route("/matchbox", get(matchbox::upgrade))
+            .route("/matchbox/{room}", get(matchbox::upgrade))
+            .layer(Extension(Arc::new(matchbox::Hints::default())));
+        router = router.merge(matchbox);
     }
     if app.settings.serves(Dialect::Peerjs) {
         // Its own registry of ids, and the original's CORS on every answer.
