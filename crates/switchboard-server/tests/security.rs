@@ -165,9 +165,8 @@ async fn an_unauthenticated_client_gets_one_small_frame_and_refusals_name_its_ip
     let mut socket = connect(&server, "/ws", &[]).await.unwrap();
     socket.send(Message::text(json!({"type": "auth", "token": "not-a-token"}).to_string())).await.unwrap();
     assert_eq!(next_json(&mut socket).await["code"], "unauthorized");
-    let logs = server.logs();
-    let refusals: Vec<&str> = logs.lines().filter(|l| l.contains("refused signaling connection")).collect();
-    assert_eq!(refusals.len(), 2, "{logs}");
+    let refusals = server.wait_log_lines("refused signaling connection", 2).await;
+    assert_eq!(refusals.len(), 2, "{}", server.logs());
     for line in refusals {
         assert!(line.contains("\"ip\":\"127.0.0.1\""), "refusal without the client IP: {line}");
     }

@@ -108,6 +108,20 @@ impl Server {
         self.log.lock().unwrap().join("\n")
     }
 
+    /// The log lines containing `needle`, once there are at least `count` of
+    /// them (polled for up to 5 s): the server writes a line after the frame
+    /// the test reacts to, and a reader thread carries it here.
+    pub async fn wait_log_lines(&self, needle: &str, count: usize) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let lines: Vec<String> = self.log.lock().unwrap().iter().filter(|l| l.contains(needle)).cloned().collect();
+            if lines.len() >= count || Instant::now() >= deadline {
+                return lines;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Reads one metric's value from `/metrics` (`name` includes labels, as printed).
     pub async fn metric(&self, name: &str) -> f64 {
         let (_, body) = http_get(self.addr, "/metrics").await;
