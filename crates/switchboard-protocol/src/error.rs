@@ -46,11 +46,13 @@ pub enum ErrorCode {
     /// The message needs another node, and the broker that links the nodes
     /// (Redis) is unreachable; nothing was delivered. Retry later.
     Unavailable,
+    /// The server API named a room that has no members.
+    UnknownRoom,
 }
 
 impl ErrorCode {
     /// Every code, for documentation tests and metrics pre-registration.
-    pub const ALL: [ErrorCode; 18] = [
+    pub const ALL: [ErrorCode; 19] = [
         ErrorCode::MalformedJson,
         ErrorCode::UnknownType,
         ErrorCode::MissingField,
@@ -69,6 +71,7 @@ impl ErrorCode {
         ErrorCode::RateLimited,
         ErrorCode::UnexpectedMessage,
         ErrorCode::Unavailable,
+        ErrorCode::UnknownRoom,
     ];
 
     /// The wire form, e.g. `"room-full"`.
@@ -92,6 +95,7 @@ impl ErrorCode {
             ErrorCode::RateLimited => "rate-limited",
             ErrorCode::UnexpectedMessage => "unexpected-message",
             ErrorCode::Unavailable => "unavailable",
+            ErrorCode::UnknownRoom => "unknown-room",
         }
     }
 

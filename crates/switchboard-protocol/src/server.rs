@@ -12,6 +12,14 @@ use serde_json::Value;
 use crate::error::ErrorCode;
 use crate::relay::RelayKind;
 
+/// The `from` of a broadcast the app's backend sent through the server API.
+/// No peer id can be it: peer ids are 22 characters long.
+pub const SERVER_SENDER: &str = "server";
+
+/// The close code of a connection the server API removed (`DELETE
+/// /api/v1/peers/{id}` without a `code`): final, the session cannot be resumed.
+pub const REMOVED_CLOSE_CODE: u16 = 4003;
+
 /// One peer in a `joined` reply.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PeerInfo {
@@ -49,8 +57,14 @@ pub enum ServerMessage {
     PeerLeft { id: String, room: String },
     /// Reply to `leave`: the rooms you left.
     Left { rooms: Vec<String>, rid: Option<Value> },
-    /// A room broadcast from another peer.
+    /// A room broadcast from another peer, or from the app's backend through
+    /// the server API (`from` is then [`SERVER_SENDER`]).
     Broadcast { from: String, room: String, data: Value },
+    /// The server removed you from a room (the server API closed it); no
+    /// `peer-left` follows for its other members.
+    RoomClosed { room: String },
+    /// A message from the app's backend, through the server API.
+    ServerMessage { data: Value },
     /// Confirms a relay or broadcast that carried a `rid`.
     Ack { rid: Value },
     /// Reply to `ping`.
@@ -107,6 +121,12 @@ enum Tagged {
         room: String,
         data: Value,
     },
+    RoomClosed {
+        room: String,
+    },
+    ServerMessage {
+        data: Value,
+    },
     Ack {
         rid: Value,
     },
@@ -140,6 +160,8 @@ impl ServerMessage {
             Tagged::PeerLeft { data, room } => ServerMessage::PeerLeft { id: data, room },
             Tagged::Left { rooms, rid } => ServerMessage::Left { rooms, rid },
             Tagged::Broadcast { from, room, data } => ServerMessage::Broadcast { from, room, data },
+            Tagged::RoomClosed { room } => ServerMessage::RoomClosed { room },
+            Tagged::ServerMessage { data } => ServerMessage::ServerMessage { data },
             Tagged::Ack { rid } => ServerMessage::Ack { rid },
             Tagged::Pong { rid } => ServerMessage::Pong { rid },
             Tagged::Error { code, message, rid } => ServerMessage::Error { code, message, rid },
@@ -155,6 +177,8 @@ impl ServerMessage {
             ServerMessage::PeerLeft { .. } => "peer-left",
             ServerMessage::Left { .. } => "left",
             ServerMessage::Broadcast { .. } => "broadcast",
+            ServerMessage::RoomClosed { .. } => "room-closed",
+            ServerMessage::ServerMessage { .. } => "server-message",
             ServerMessage::Ack { .. } => "ack",
             ServerMessage::Pong { .. } => "pong",
             ServerMessage::Error { .. } => "error",
@@ -209,6 +233,12 @@ pub mod encode {
         Broadcast {
             from: &'a str,
             room: &'a str,
+            data: &'a RawValue,
+        },
+        RoomClosed {
+            room: &'a str,
+        },
+        ServerMessage {
             data: &'a RawValue,
         },
         Ack {
@@ -288,6 +318,16 @@ pub mod encode {
     /// `{"type":"broadcast","from":...,"room":...,"data":...}`
     pub fn broadcast(from: &str, room: &str, data: &RawValue) -> String {
         write(&Out::Broadcast { from, room, data })
+    }
+
+    /// `{"type":"room-closed","room":...}`
+    pub fn room_closed(room: &str) -> String {
+        write(&Out::RoomClosed { room })
+    }
+
+    /// `{"type":"server-message","data":...}`
+    pub fn server_message(data: &RawValue) -> String {
+        write(&Out::ServerMessage { data })
     }
 
     /// `{"type":"ack","rid":...}`
@@ -380,6 +420,8 @@ mod tests {
                 },
             ),
             (peer_left("p3", "lobby"), ServerMessage::PeerLeft { id: "p3".into(), room: "lobby".into() }),
+            (room_closed("lobby"), ServerMessage::RoomClosed { room: "lobby".into() }),
+            (server_message(&raw(r#"{"n":1}"#)), ServerMessage::ServerMessage { data: json!({"n": 1}) }),
             (left(&["a", "b"], None), ServerMessage::Left { rooms: vec!["a".into(), "b".into()], rid: None }),
             (
                 broadcast("p1", "lobby", &raw("[1,2]")),
