@@ -22,6 +22,7 @@ const DOCUMENTED_CODES = [
   'malformed-json', 'unknown-type', 'missing-field', 'invalid-field', 'unknown-target', 'no-shared-room',
   'not-in-room', 'already-joined', 'room-full', 'too-many-rooms', 'message-too-large', 'binary-not-supported',
   'delivery-failed', 'unauthorized', 'forbidden', 'rate-limited', 'unexpected-message', 'unavailable',
+  'unknown-room',
 ];
 
 /**

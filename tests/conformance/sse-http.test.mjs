@@ -25,6 +25,7 @@ const ERROR_CODES = [
   'malformed-json', 'unknown-type', 'missing-field', 'invalid-field', 'unknown-target', 'no-shared-room',
   'not-in-room', 'already-joined', 'room-full', 'too-many-rooms', 'message-too-large', 'binary-not-supported',
   'delivery-failed', 'unauthorized', 'forbidden', 'rate-limited', 'unexpected-message', 'unavailable',
+  'unknown-room',
 ];
 /** series → [type, label name or null, allowed label values or null] */
 const DOCUMENTED_SERIES = {
@@ -36,7 +37,10 @@ const DOCUMENTED_SERIES = {
   [MESSAGES_OUT]: [
     'counter',
     'type',
-    ['welcome', 'joined', 'peer-joined', 'peer-left', 'left', 'broadcast', 'ack', 'pong', 'error', ...RELAY_TYPES],
+    [
+      'welcome', 'room-closed', 'server-message', 'joined', 'peer-joined', 'peer-left', 'left', 'broadcast', 'ack',
+      'pong', 'error', ...RELAY_TYPES,
+    ],
   ],
   [ERRORS]: ['counter', 'code', ERROR_CODES],
   [SLOW_CONSUMERS]: ['counter', null, null],

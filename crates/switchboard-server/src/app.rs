@@ -16,6 +16,19 @@ use crate::outbox::{Outbox, QueueLimits};
 use crate::resume::Sessions;
 use crate::settings::Settings;
 use crate::telemetry::metrics::Metrics;
+use crate::webhooks::join_hook::JoinHook;
+use crate::webhooks::{WebhookConfig, WebhookError, Webhooks};
+
+/// Why the state could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// The authentication keys are unusable.
+    #[error(transparent)]
+    Auth(#[from] AuthConfigError),
+    /// Webhooks or the join hook cannot be set up.
+    #[error(transparent)]
+    Webhook(#[from] WebhookError),
+}
 
 /// One server's shared state.
 pub struct App {
@@ -38,17 +51,15 @@ pub struct App {
     /// Open connections, in total and per client IP.
     pub limits: Arc<ConnectionLimits>,
     /// Signaling sessions by resume token.
-    pub sessions: Sessions,
+    pub sessions: Arc<Sessions>,
+    /// The app's backend decides joins, if `--join-hook-url` is set.
+    pub join_hook: Option<JoinHook>,
 }
 
 impl App {
     /// State for a server with these settings, whose rooms `broker` decides
     /// (in memory, or shared over Redis); fails on a bad key setup.
-    pub fn new(
-        settings: Settings,
-        metrics: Arc<Metrics>,
-        broker: Arc<dyn Broker>,
-    ) -> Result<Arc<App>, AuthConfigError> {
+    pub fn new(settings: Settings, metrics: Arc<Metrics>, broker: Arc<dyn Broker>) -> Result<Arc<App>, AppError> {
         let auth = Authenticator::new(
             settings.auth,
             settings.auth_secret.as_deref(),
@@ -67,12 +78,30 @@ impl App {
             rate_limit_messages: settings.rate_limit_messages,
             rate_limit_bytes: settings.rate_limit_bytes,
         });
+        let hub = Hub::start(broker, metrics.clone());
+        let sessions = Arc::new(Sessions::default());
+        hub.set_suspended(sessions.clone());
+        let secret = settings.webhook_secret.clone().unwrap_or_default();
+        if !settings.webhook_urls.is_empty() {
+            let config = WebhookConfig {
+                urls: settings.webhook_urls.clone(),
+                secret: secret.clone(),
+                retry_for: settings.webhook_retry_for,
+                queue: settings.webhook_queue,
+            };
+            hub.set_listener(Webhooks::start(&config, hub.node())?);
+        }
+        let join_hook = match &settings.join_hook_url {
+            Some(url) => Some(JoinHook::new(url, &secret, settings.join_hook_timeout, settings.join_hook_failure)?),
+            None => None,
+        };
         Ok(Arc::new(App {
             auth,
             origins: OriginPolicy::new(&settings.allowed_origins),
             limits: ConnectionLimits::new(settings.max_connections, settings.max_connections_per_ip),
-            hub: Hub::start(broker, metrics.clone()),
-            sessions: Sessions::default(),
+            hub,
+            sessions,
+            join_hook,
             channels: Channels::default(),
             metrics,
             connections,

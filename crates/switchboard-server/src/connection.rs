@@ -61,6 +61,10 @@ pub trait Handler {
     fn on_timer(&mut self) -> bool {
         true
     }
+    /// The server removed the peer from `room` (the server API closed it); the
+    /// client has been queued the frame that tells it. Endpoints that keep a
+    /// list of their rooms drop it here.
+    fn on_removed(&mut self, _room: &str) {}
 }
 
 /// How a connection ended, as far as its handler cares: whether the client
@@ -128,6 +132,7 @@ impl Ending {
             Ending::ShuttingDown => Departure::Shutdown,
             Ending::TakenOver => Departure::TakenOver,
             Ending::SlowConsumer
+            | Ending::Removed
             | Ending::TooBig
             | Ending::BadUtf8
             | Ending::ProtocolError
@@ -167,6 +172,8 @@ enum Ending {
     TakenOver,
     /// The endpoint gave up on a client that kept quiet at its level: 1000.
     Idle,
+    /// The server removed it (the server API): the code and reason its outbox holds.
+    Removed,
 }
 
 impl Ending {
@@ -183,7 +190,11 @@ impl Ending {
             Ending::Flooding => (close_code::POLICY, "rate limit exceeded"),
             Ending::TakenOver => (TAKEN_OVER, "session resumed on another connection"),
             Ending::Idle => (close_code::NORMAL, "no heartbeat"),
-            Ending::ClientClosed | Ending::ClientGone | Ending::PingTimeout | Ending::WriteTimeout => return None,
+            Ending::ClientClosed
+            | Ending::ClientGone
+            | Ending::PingTimeout
+            | Ending::WriteTimeout
+            | Ending::Removed => return None,
         };
         Some(CloseFrame { code, reason: Utf8Bytes::from_static(reason) })
     }
@@ -307,50 +318,63 @@ where
         // The select only decides what to do; the doing (which may wait on a
         // write or on the hub) comes after it, so its state and the select's
         // share space in the connection's future instead of adding up.
-        let step = tokio::select! {
-            biased;
-            () = stop.cancelled() => match env.lifecycle.close_connections.is_cancelled() {
-                true => Step::End(Ending::ShuttingDown),
-                false => Step::End(Ending::TakenOver),
-            },
-            () = outbox.ready() => Step::Write,
-            inbound = socket.recv() => {
-                keepalive.heard();
-                on_inbound(inbound, &mut handler, &limits, metrics)
-            }
-            () = &mut timer => match handler.on_timer() {
-                true => Step::Timer,
-                false => Step::End(Ending::Idle),
-            },
-        };
-        match step {
-            Step::Continue => {}
-            Step::End(ending) => break ending,
-            Step::Finish(pending) => pending.await,
-            Step::Write => {
-                // Boxed: a connection that is not writing holds none of its state.
-                if let Err(ending) = Box::pin(write_queued(&mut socket, &outbox, env.timings.write_timeout)).await {
-                    break ending;
+        // A scope of its own: nothing of `step`, which may borrow the handler,
+        // outlives it.
+        {
+            let step = tokio::select! {
+                biased;
+                () = stop.cancelled() => match env.lifecycle.close_connections.is_cancelled() {
+                    true => Step::End(Ending::ShuttingDown),
+                    false => Step::End(Ending::TakenOver),
+                },
+                () = outbox.ready() => Step::Write,
+                inbound = socket.recv() => {
+                    keepalive.heard();
+                    on_inbound(inbound, &mut handler, &limits, metrics)
                 }
-            }
-            Step::Flush => {
-                if !matches!(Box::pin(timeout(env.timings.write_timeout, socket.flush())).await, Ok(Ok(()))) {
-                    break Ending::WriteTimeout;
-                }
-            }
-            Step::Timer => {
-                match keepalive.on_timer(&env.timings) {
-                    KeepaliveAction::Dead => break Ending::PingTimeout,
-                    KeepaliveAction::Ping => {
-                        let ping =
-                            Box::pin(timeout(env.timings.write_timeout, socket.send(Message::Ping(Bytes::new()))));
-                        if !matches!(ping.await, Ok(Ok(()))) {
-                            break Ending::WriteTimeout;
-                        }
+                () = &mut timer => match handler.on_timer() {
+                    true => Step::Timer,
+                    false => Step::End(Ending::Idle),
+                },
+            };
+            match step {
+                Step::Continue => {}
+                Step::End(ending) => break ending,
+                Step::Finish(pending) => pending.await,
+                Step::Write => {
+                    // Boxed: a connection that is not writing holds none of its state.
+                    if let Err(ending) = Box::pin(write_queued(&mut socket, &outbox, env.timings.write_timeout)).await {
+                        break ending;
                     }
-                    KeepaliveAction::Wait => {}
                 }
-                timer.as_mut().reset(keepalive.deadline(&env.timings));
+                Step::Flush => {
+                    if !matches!(Box::pin(timeout(env.timings.write_timeout, socket.flush())).await, Ok(Ok(()))) {
+                        break Ending::WriteTimeout;
+                    }
+                }
+                Step::Timer => {
+                    match keepalive.on_timer(&env.timings) {
+                        KeepaliveAction::Dead => break Ending::PingTimeout,
+                        KeepaliveAction::Ping => {
+                            let ping =
+                                Box::pin(timeout(env.timings.write_timeout, socket.send(Message::Ping(Bytes::new()))));
+                            if !matches!(ping.await, Ok(Ok(()))) {
+                                break Ending::WriteTimeout;
+                            }
+                        }
+                        KeepaliveAction::Wait => {}
+                    }
+                    timer.as_mut().reset(keepalive.deadline(&env.timings));
+                }
+            }
+        }
+        // The server's decisions about this connection, read after the frames
+        // queued before them were written (a flag check when there are none).
+        if outbox.has_notices() {
+            let (rooms, removal) = outbox.take_notices();
+            rooms.iter().for_each(|room| handler.on_removed(room));
+            if removal.is_some() {
+                break Ending::Removed;
             }
         }
     };
@@ -363,7 +387,13 @@ where
         _ => {}
     }
     debug!(?ending, "connection ended");
-    if let Some(frame) = ending.close_frame(&env.timings) {
+    let close_frame = match ending {
+        Ending::Removed => {
+            outbox.take_notices().1.map(|removal| CloseFrame { code: removal.code, reason: removal.reason })
+        }
+        _ => ending.close_frame(&env.timings),
+    };
+    if let Some(frame) = close_frame {
         // A slow consumer reaches its close frame only after reading what is
         // already buffered for it: give that as long as any write may take.
         let patience = match ending {
@@ -567,6 +597,7 @@ mod tests {
         assert_eq!(Ending::SlowConsumer.departure(), Departure::Expelled);
         assert_eq!(Ending::TakenOver.departure(), Departure::TakenOver);
         assert_eq!(Ending::ShuttingDown.departure(), Departure::Shutdown);
+        assert_eq!(Ending::Removed.departure(), Departure::Expelled, "a removed session cannot be resumed");
     }
 
     #[test]

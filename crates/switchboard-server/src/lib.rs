@@ -51,6 +51,7 @@ pub mod server;
 pub mod settings;
 pub mod telemetry;
 pub mod tls;
+pub mod webhooks;
 pub mod websocket;
 
 pub use server::{serve, shutdown_signal};

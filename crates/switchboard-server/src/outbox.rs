@@ -8,11 +8,17 @@
 //!
 //! An idle outbox holds no heap memory: [`Outbox::take`] hands the whole queue,
 //! allocation and all, to the writer, and the next push starts a fresh one.
+//!
+//! The outbox also carries the server's own decisions about the connection
+//! (the server API removed it from a room, or removed it altogether): whoever
+//! decides has only the outbox, and the connection's task reads them in order
+//! with its frames. They cost an idle connection one flag and one pointer.
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
-use axum::extract::ws::Message;
+use axum::extract::ws::{Message, Utf8Bytes};
 use tokio::sync::Notify;
 
 /// Limits on what may wait in one outbox.
@@ -30,11 +36,31 @@ pub struct QueueLimits {
 #[error("the connection's send queue is full")]
 pub struct Overflow;
 
+/// The server ended the connection on purpose: the close frame to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Removal {
+    /// The close code (4000-4999).
+    pub code: u16,
+    /// The close reason (at most 123 bytes).
+    pub reason: Utf8Bytes,
+}
+
+/// What the server decided about a connection since its task last looked.
+#[derive(Debug, Default)]
+struct Notices {
+    /// Rooms it was removed from, in order.
+    removed_from: Vec<Arc<str>>,
+    /// Set once: the connection is to be closed, and its session not resumed.
+    removal: Option<Removal>,
+}
+
 /// One connection's send queue.
 pub struct Outbox {
     state: Mutex<State>,
     ready: Notify,
     limits: QueueLimits,
+    /// Whether `state.notices` has something: the writer checks it without the lock.
+    noticed: AtomicBool,
 }
 
 #[derive(Default)]
@@ -42,12 +68,58 @@ struct State {
     queue: VecDeque<Message>,
     bytes: usize,
     overflowed: bool,
+    notices: Option<Box<Notices>>,
 }
 
 impl Outbox {
     /// An empty outbox.
     pub fn new(limits: QueueLimits) -> Outbox {
-        Outbox { state: Mutex::new(State::default()), ready: Notify::new(), limits }
+        Outbox { state: Mutex::new(State::default()), ready: Notify::new(), limits, noticed: AtomicBool::new(false) }
+    }
+
+    /// Queues `frame` (which tells the client) and notes for the connection's
+    /// task that the peer is no longer in `room`.
+    pub fn remove_from(&self, room: Arc<str>, frame: Message) {
+        let _ = self.push(frame);
+        self.notice(|notices| notices.removed_from.push(room));
+    }
+
+    /// Asks the connection's task to close with `removal` once it has written
+    /// what is queued; the session is over (no resume). The first removal wins.
+    pub fn remove(&self, removal: Removal) {
+        self.notice(|notices| {
+            notices.removal.get_or_insert(removal);
+        });
+    }
+
+    /// Whether the server has asked for the connection to be closed.
+    pub fn is_removed(&self) -> bool {
+        self.noticed.load(Ordering::Acquire) && self.lock().notices.as_ref().is_some_and(|n| n.removal.is_some())
+    }
+
+    /// Whether there are notices the connection's task has not read: a flag, no lock.
+    pub fn has_notices(&self) -> bool {
+        self.noticed.load(Ordering::Acquire)
+    }
+
+    /// Takes the rooms the peer was removed from since the last call, and the
+    /// removal if there is one (which stays, for [`Outbox::is_removed`]).
+    pub fn take_notices(&self) -> (Vec<Arc<str>>, Option<Removal>) {
+        let mut state = self.lock();
+        let Some(notices) = state.notices.as_mut() else { return (Vec::new(), None) };
+        let rooms = std::mem::take(&mut notices.removed_from);
+        let removal = notices.removal.clone();
+        if removal.is_none() {
+            state.notices = None;
+            self.noticed.store(false, Ordering::Release);
+        }
+        (rooms, removal)
+    }
+
+    fn notice(&self, change: impl FnOnce(&mut Notices)) {
+        change(self.lock().notices.get_or_insert_with(Default::default));
+        self.noticed.store(true, Ordering::Release);
+        self.ready.notify_one();
     }
 
     /// Queues a frame for writing. Fails, and marks the outbox overflowed, when
@@ -152,6 +224,25 @@ mod tests {
         outbox.push(Message::text("12345")).unwrap();
         outbox.take().unwrap();
         outbox.push(Message::text("1234567890")).unwrap();
+    }
+
+    #[test]
+    fn notices_come_with_the_frames_and_a_removal_stays() {
+        let outbox = outbox(10, 1000);
+        assert!(!outbox.has_notices());
+        outbox.remove_from("a".into(), Message::text("closed a"));
+        assert!(outbox.has_notices() && !outbox.is_removed());
+        let (rooms, removal) = outbox.take_notices();
+        assert_eq!((rooms, removal), (vec![Arc::from("a")], None));
+        assert!(!outbox.has_notices(), "read once");
+        assert_eq!(outbox.take().unwrap().len(), 1, "the frame that tells the client is queued");
+
+        let removal = Removal { code: 4003, reason: "bye".into() };
+        outbox.remove(removal.clone());
+        outbox.remove(Removal { code: 4010, reason: "later".into() });
+        assert!(outbox.is_removed());
+        assert_eq!(outbox.take_notices().1, Some(removal.clone()), "the first removal wins");
+        assert_eq!(outbox.take_notices().1, Some(removal), "and stays");
     }
 
     #[tokio::test]

@@ -136,6 +136,19 @@ impl Sessions {
     }
 }
 
+impl crate::hub::activity::Suspended for Sessions {
+    /// The server API removed `peer`: if its session waits for a resume, it
+    /// ends now. A scan of every session, for a rare request.
+    fn end(&self, peer: PeerId) -> Option<Vec<Arc<str>>> {
+        let token = self
+            .slots
+            .iter()
+            .find(|slot| matches!(&*lock(&slot.entry), Entry::Suspended(state) if state.id == peer))
+            .map(|slot| *slot.key())?;
+        self.expire(token).map(|state| state.rooms)
+    }
+}
+
 fn lock(entry: &Mutex<Entry>) -> std::sync::MutexGuard<'_, Entry> {
     entry.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
@@ -193,6 +206,19 @@ mod tests {
         assert!(sessions.expire(token).is_some());
         assert!(sessions.claim(token).await.is_none(), "an expired session cannot be resumed");
         sessions.end(PeerId::random()); // unknown tokens are ignored
+    }
+
+    #[test]
+    fn a_removed_peer_s_suspended_session_ends_and_a_live_one_is_left_to_its_connection() {
+        use crate::hub::activity::Suspended;
+        let sessions = Sessions::default();
+        let (token, _takeover) = sessions.register(&CancellationToken::new());
+        let suspended = state();
+        let id = suspended.id;
+        assert!(Suspended::end(&sessions, id).is_none(), "live: its connection reads the removal");
+        sessions.suspend(token, suspended);
+        assert_eq!(Suspended::end(&sessions, id), Some(vec![Arc::from("r")]));
+        assert!(sessions.is_empty(), "and it cannot be resumed");
     }
 
     #[test]

@@ -15,7 +15,7 @@ use crate::app::App;
 use crate::broker::memory::MemoryBroker;
 use crate::broker::{Broker, BrokerError};
 use crate::cluster::{RedisBroker, RedisConfig};
-use crate::endpoints::router;
+use crate::endpoints::{api, router};
 use crate::settings::Settings;
 use crate::telemetry::metrics::Metrics;
 use crate::tls;
@@ -26,9 +26,9 @@ pub enum ServeError {
     /// Binding or serving failed.
     #[error(transparent)]
     Io(#[from] io::Error),
-    /// The authentication keys are unusable.
+    /// The authentication keys, webhooks or the join hook are unusable.
     #[error(transparent)]
-    Auth(#[from] crate::auth::AuthConfigError),
+    App(#[from] crate::app::AppError),
     /// The TLS certificate or key cannot be loaded.
     #[error("cannot load the TLS certificate and key: {0}")]
     Tls(io::Error),
@@ -80,17 +80,39 @@ pub async fn serve_on(
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
     let scheme = if tls.is_some() { "https" } else { "http" };
+    app.hub.set_address(addr.to_string());
     info!(%addr, scheme, auth = ?app.settings.auth, "listening");
-    Ok((addr, run(app, listener, tls, shutdown)))
+    let api = match (app.settings.api_listen, app.settings.api_keys.is_empty()) {
+        (Some(api_addr), false) => {
+            let api = bind(api_addr)?;
+            api.set_nonblocking(true)?;
+            info!(addr = %api.local_addr()?, "server API listening");
+            Some(api)
+        }
+        _ => None,
+    };
+    Ok((addr, run(app, listener, api, tls, shutdown)))
 }
 
 async fn run(
     app: Arc<App>,
     listener: std::net::TcpListener,
+    api: Option<std::net::TcpListener>,
     tls: Option<(axum_server::tls_rustls::RustlsConfig, tls::TlsFiles)>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
     let stop_accepting = app.lifecycle().close_connections.clone();
+    if let Some(api) = api {
+        // The API's own address: plain HTTP, its routes only, until shutdown.
+        let service = api::router(app.clone()).with_state(app.clone());
+        let server = axum::serve(TcpListener::from_std(api)?, service)
+            .with_graceful_shutdown(stop_accepting.clone().cancelled_owned());
+        tokio::spawn(async move {
+            if let Err(error) = server.await {
+                warn!(%error, "the server API's listener failed");
+            }
+        });
+    }
     let service = router(app.clone()).into_make_service_with_connect_info::<SocketAddr>();
     let http = match tls {
         None => {

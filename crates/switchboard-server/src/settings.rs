@@ -62,6 +62,16 @@ pub enum Dialect {
     None,
 }
 
+/// What a join gets when the join hook cannot answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HookFailure {
+    /// Admitted, as if the hook had said yes.
+    Allow,
+    /// Refused with `unavailable`.
+    Deny,
+}
+
 /// How logs are written to standard error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -336,6 +346,58 @@ pub struct Settings {
     #[serde(with = "humantime_serde")]
     pub redis_timeout: Duration,
 
+    /// A key of the server API (`/api/v1/`) and the admin dashboard (`/admin`),
+    /// sent as `Authorization: Bearer KEY`. Repeat for several (to rotate keys);
+    /// comma-separated in the environment. None: the API and dashboard are off.
+    #[arg(long = "api-key", env = "SWITCHBOARD_API_KEYS", value_delimiter = ',', hide_env_values = true)]
+    #[serde(default)]
+    pub api_keys: Vec<String>,
+
+    /// Serve the server API and the admin dashboard on this address only (plain
+    /// HTTP), not on `--listen`: keep it off the public internet.
+    #[arg(long, env = "SWITCHBOARD_API_LISTEN")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_listen: Option<SocketAddr>,
+
+    /// A URL that receives the room webhooks (`room.started`, `room.finished`,
+    /// `peer.joined`, `peer.left`), signed as Standard Webhooks says. Repeat for
+    /// several; comma-separated in the environment. Needs --webhook-secret.
+    #[arg(long = "webhook-url", env = "SWITCHBOARD_WEBHOOK_URLS", value_delimiter = ',')]
+    #[serde(default)]
+    pub webhook_urls: Vec<String>,
+
+    /// The secret webhooks and join hook requests are signed with: `whsec_`
+    /// followed by base64 (24 to 64 random bytes), as Standard Webhooks libraries expect.
+    #[arg(long, env = "SWITCHBOARD_WEBHOOK_SECRET", hide_env_values = true)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_secret: Option<String>,
+
+    /// How long a webhook is retried (exponential backoff with jitter) before it
+    /// is given up on.
+    #[arg(long, env = "SWITCHBOARD_WEBHOOK_RETRY_FOR", default_value = "5m", value_parser = humantime::parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub webhook_retry_for: Duration,
+
+    /// Webhooks waiting for one URL; beyond this, new ones are dropped (counted and logged).
+    #[arg(long, env = "SWITCHBOARD_WEBHOOK_QUEUE", default_value_t = 10_000)]
+    pub webhook_queue: usize,
+
+    /// A URL asked before every `join` on `/ws` (a signed POST of `{peer, user,
+    /// room, meta}`); it answers `{"allow": true|false, ...}`. Needs --webhook-secret.
+    #[arg(long, env = "SWITCHBOARD_JOIN_HOOK_URL")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub join_hook_url: Option<String>,
+
+    /// How long a join waits for the join hook.
+    #[arg(long, env = "SWITCHBOARD_JOIN_HOOK_TIMEOUT", default_value = "2s", value_parser = humantime::parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub join_hook_timeout: Duration,
+
+    /// What a join gets when the join hook fails or times out: `deny` (refused
+    /// with `unavailable`) or `allow`.
+    #[arg(long, env = "SWITCHBOARD_JOIN_HOOK_FAILURE", value_enum, default_value = "deny")]
+    pub join_hook_failure: HookFailure,
+
     /// Runtime worker threads (0: one per CPU core).
     #[arg(long, env = "SWITCHBOARD_WORKERS", default_value_t = 0)]
     pub workers: usize,
@@ -396,7 +458,21 @@ impl Settings {
 
     /// Refuses values that would make the server misbehave.
     pub fn validate(&self) -> Result<(), SettingsError> {
-        let checks: [(bool, &'static str, &'static str); 17] = [
+        let hooked = !self.webhook_urls.is_empty() || self.join_hook_url.is_some();
+        let urls_ok = self
+            .webhook_urls
+            .iter()
+            .chain(&self.join_hook_url)
+            .all(|url| reqwest::Url::parse(url).is_ok_and(|url| matches!(url.scheme(), "http" | "https")));
+        let checks: [(bool, &'static str, &'static str); 21] = [
+            (
+                !hooked || self.webhook_secret.is_some(),
+                "webhook-secret",
+                "is required with --webhook-url or --join-hook-url",
+            ),
+            (urls_ok, "webhook-url", "must be an absolute http:// or https:// URL"),
+            (self.api_keys.iter().all(|key| key.len() >= 16), "api-key", "must be at least 16 characters"),
+            (self.webhook_queue >= 1, "webhook-queue", "must be at least 1"),
             (matches!(self.shutdown_close_code, 1001 | 1012), "shutdown-close-code", "must be 1001 or 1012"),
             (self.node_ttl >= Duration::from_millis(500), "node-ttl", "must be at least 500ms"),
             (!self.redis_timeout.is_zero(), "redis-timeout", "must be more than zero"),

@@ -13,7 +13,10 @@ use dashmap::DashMap;
 use futures_util::future::{self, BoxFuture, FutureExt};
 use indexmap::IndexMap;
 
-use super::{Broker, BrokerError, Listed, RoomEvent, RoomEvents, Shown, Verdict};
+use super::{
+    now_ms, Broker, BrokerError, Command, Listed, NodeInfo, RoomDetail, RoomEvent, RoomEvents, RoomSummary, Shown,
+    Vacated, Verdict,
+};
 use crate::peer_id::{NodeId, PeerId};
 
 /// A room as the broker keeps it.
@@ -26,8 +29,21 @@ struct Seats {
     seal: bool,
     /// It was full once and is sealed: nobody else gets in.
     sealed: bool,
-    /// In join order.
-    members: IndexMap<PeerId, Shown>,
+    /// When it was created (ms since the epoch).
+    created: u64,
+    /// In join order, with when each joined.
+    members: IndexMap<PeerId, (Shown, u64)>,
+}
+
+impl Seats {
+    fn summary(&self, name: &str, max: u32) -> RoomSummary {
+        RoomSummary {
+            name: name.to_owned(),
+            members: self.members.len(),
+            capacity: self.capacity.map(|c| c.min(max)),
+            created: self.created,
+        }
+    }
 }
 
 /// Rooms of one node on its own.
@@ -52,7 +68,11 @@ impl MemoryBroker {
     }
 
     fn listed(&self, seats: &Seats) -> Vec<Listed> {
-        seats.members.iter().map(|(id, shown)| Listed { id: *id, node: self.node, shown: shown.clone() }).collect()
+        seats
+            .members
+            .iter()
+            .map(|(id, (shown, joined))| Listed { id: *id, node: self.node, shown: shown.clone(), joined: *joined })
+            .collect()
     }
 
     /// The decision, synchronous: it never waits on anything.
@@ -63,6 +83,7 @@ impl MemoryBroker {
             capacity,
             seal,
             sealed: false,
+            created: now_ms(),
             members: IndexMap::new(),
         });
         if seats.members.contains_key(&member.id) {
@@ -72,28 +93,40 @@ impl MemoryBroker {
         if seats.sealed || seats.members.len() >= limit as usize {
             return Verdict::Full(limit);
         }
+        let created = seats.members.is_empty();
         seats.seq += 1;
         let seq = seats.seq;
-        seats.members.insert(member.id, member.shown.clone());
+        seats.members.insert(member.id, (member.shown.clone(), member.joined));
         seats.sealed = seats.seal && seats.members.len() >= limit as usize;
         let members = self.listed(&seats);
         // Under the room's lock: the hub sees this room's events in seq order.
         self.publish(room, RoomEvent::Joined { seq, member: member.clone(), restored: false });
-        Verdict::Admitted { capacity: seats.capacity.map(|c| c.min(max)), seq, members }
+        Verdict::Admitted { capacity: seats.capacity.map(|c| c.min(max)), seq, members, created }
     }
 
-    fn remove(&self, room: &Arc<str>, peer: PeerId) {
-        if let Entry::Occupied(mut seats) = self.rooms.entry(room.clone()) {
-            if seats.get_mut().members.shift_remove(&peer).is_none() {
-                return;
-            }
-            seats.get_mut().seq += 1;
-            let seq = seats.get().seq;
-            self.publish(room, RoomEvent::Left { seq, peer });
-            if seats.get().members.is_empty() {
-                seats.remove();
-            }
+    fn remove(&self, room: &Arc<str>, peer: PeerId) -> Vacated {
+        let Entry::Occupied(mut seats) = self.rooms.entry(room.clone()) else { return Vacated::default() };
+        if seats.get_mut().members.shift_remove(&peer).is_none() {
+            return Vacated::default();
         }
+        seats.get_mut().seq += 1;
+        let seq = seats.get().seq;
+        self.publish(room, RoomEvent::Left { seq, peer });
+        let emptied = seats.get().members.is_empty();
+        if emptied {
+            seats.remove();
+        }
+        Vacated { removed: true, emptied }
+    }
+
+    fn close_now(&self, room: &Arc<str>) -> Vec<Listed> {
+        let Entry::Occupied(mut seats) = self.rooms.entry(room.clone()) else { return Vec::new() };
+        let members = self.listed(seats.get());
+        seats.get_mut().seq += 1;
+        let seq = seats.get().seq;
+        self.publish(room, RoomEvent::Closed { seq });
+        seats.remove();
+        members
     }
 }
 
@@ -123,14 +156,41 @@ impl Broker for MemoryBroker {
         future::ready(Ok(self.decide(room, member, capacity, seal))).boxed()
     }
 
-    fn leave<'a>(&'a self, room: &'a Arc<str>, peer: PeerId) -> BoxFuture<'a, ()> {
-        self.remove(room, peer);
-        future::ready(()).boxed()
+    fn leave<'a>(&'a self, room: &'a Arc<str>, peer: PeerId) -> BoxFuture<'a, Vacated> {
+        future::ready(self.remove(room, peer)).boxed()
     }
 
     fn members<'a>(&'a self, room: &'a str) -> BoxFuture<'a, Result<Vec<Listed>, BrokerError>> {
         let members = self.rooms.get(room).map(|seats| self.listed(&seats)).unwrap_or_default();
         future::ready(Ok(members)).boxed()
+    }
+
+    fn rooms(&self) -> BoxFuture<'_, Result<Vec<RoomSummary>, BrokerError>> {
+        let max = self.max_peers_per_room;
+        let rooms = self.rooms.iter().map(|seats| seats.summary(seats.key(), max)).collect();
+        future::ready(Ok(rooms)).boxed()
+    }
+
+    fn room<'a>(&'a self, room: &'a str) -> BoxFuture<'a, Result<Option<RoomDetail>, BrokerError>> {
+        let max = self.max_peers_per_room;
+        let detail = self
+            .rooms
+            .get(room)
+            .map(|seats| RoomDetail { summary: seats.summary(room, max), members: self.listed(&seats) });
+        future::ready(Ok(detail)).boxed()
+    }
+
+    fn close<'a>(&'a self, room: &'a Arc<str>) -> BoxFuture<'a, Result<Vec<Listed>, BrokerError>> {
+        future::ready(Ok(self.close_now(room))).boxed()
+    }
+
+    fn command<'a>(&'a self, _peer: PeerId, _command: &'a Command) -> BoxFuture<'a, Result<bool, BrokerError>> {
+        // There is no other node to ask.
+        future::ready(Ok(false)).boxed()
+    }
+
+    fn nodes(&self) -> BoxFuture<'_, Result<Vec<NodeInfo>, BrokerError>> {
+        future::ready(Ok(Vec::new())).boxed()
     }
 
     fn forward(&self, _node: NodeId, _target: PeerId, _sender: PeerId, _frame: &str) -> Result<(), BrokerError> {
@@ -165,6 +225,7 @@ mod tests {
             let line = match event {
                 RoomEvent::Joined { seq, member, .. } => format!("{room} {seq} joined {}", member.id),
                 RoomEvent::Left { seq, peer } => format!("{room} {seq} left {peer}"),
+                RoomEvent::Closed { seq } => format!("{room} {seq} closed"),
                 RoomEvent::Broadcast { .. } => format!("{room} broadcast"),
             };
             self.0.lock().unwrap().push(line);
@@ -187,10 +248,17 @@ mod tests {
             Vec::new()
         }
         fn forget(&self, _: &str, _: &[PeerId]) {}
+        fn reaped(&self, _: &str, _: Vec<Listed>, _: bool) {}
+        fn command(&self, _: PeerId, _: &Command) -> bool {
+            false
+        }
+        fn node_info(&self) -> NodeInfo {
+            unimplemented!("not asked in these tests")
+        }
     }
 
     fn member(broker: &MemoryBroker) -> Listed {
-        Listed { id: PeerId::random(), node: broker.node(), shown: None }
+        Listed { id: PeerId::random(), node: broker.node(), shown: None, joined: now_ms() }
     }
 
     fn started() -> (Arc<MemoryBroker>, Arc<Recorder>) {
@@ -205,24 +273,49 @@ mod tests {
         let (broker, recorder) = started();
         let room: Arc<str> = "r".into();
         let (a, b, c) = (member(&broker), member(&broker), member(&broker));
-        let Verdict::Admitted { capacity, seq, members } = broker.join(&room, &a, Some(2), false).await.unwrap() else {
+        let Verdict::Admitted { capacity, seq, members, created } =
+            broker.join(&room, &a, Some(2), false).await.unwrap()
+        else {
             panic!("a is admitted")
         };
-        assert_eq!((capacity, seq, members.len()), (Some(2), 1, 1));
-        let Verdict::Admitted { seq, members, .. } = broker.join(&room, &b, None, false).await.unwrap() else {
+        assert_eq!((capacity, seq, members.len(), created), (Some(2), 1, 1, true));
+        let Verdict::Admitted { seq, members, created, .. } = broker.join(&room, &b, None, false).await.unwrap() else {
             panic!("b is admitted")
         };
-        assert_eq!(seq, 2);
+        assert_eq!((seq, created), (2, false));
         assert_eq!(members.iter().map(|m| m.id).collect::<Vec<_>>(), vec![a.id, b.id], "oldest first");
         assert!(matches!(broker.join(&room, &c, None, false).await.unwrap(), Verdict::Full(2)));
         assert!(matches!(broker.join(&room, &a, None, false).await.unwrap(), Verdict::AlreadyJoined));
-        broker.leave(&room, a.id).await;
-        broker.leave(&room, a.id).await; // not a member any more: nothing happens
+        assert_eq!(broker.leave(&room, a.id).await, Vacated { removed: true, emptied: false });
+        assert_eq!(broker.leave(&room, a.id).await, Vacated::default(), "not a member any more: nothing happens");
         let lines = recorder.0.lock().unwrap().clone();
         assert_eq!(
             lines,
             vec![format!("r 1 joined {}", a.id), format!("r 2 joined {}", b.id), format!("r 3 left {}", a.id)]
         );
+        assert_eq!(broker.leave(&room, b.id).await, Vacated { removed: true, emptied: true });
+    }
+
+    #[tokio::test]
+    async fn rooms_are_listed_and_closed_with_their_members() {
+        let (broker, recorder) = started();
+        let room: Arc<str> = "r".into();
+        let (a, b) = (member(&broker), member(&broker));
+        broker.join(&room, &a, Some(3), false).await.unwrap();
+        broker.join(&room, &b, None, false).await.unwrap();
+        let rooms = broker.rooms().await.unwrap();
+        assert_eq!(rooms.len(), 1);
+        assert_eq!((rooms[0].name.as_str(), rooms[0].members, rooms[0].capacity), ("r", 2, Some(3)));
+        let detail = broker.room("r").await.unwrap().expect("the room is there");
+        assert_eq!(detail.members.iter().map(|m| m.id).collect::<Vec<_>>(), vec![a.id, b.id]);
+        assert_eq!(detail.members[0].joined, a.joined);
+        assert!(broker.room("other").await.unwrap().is_none());
+
+        let removed = broker.close(&room).await.unwrap();
+        assert_eq!(removed.len(), 2);
+        assert!(broker.room("r").await.unwrap().is_none(), "gone");
+        assert!(broker.close(&room).await.unwrap().is_empty(), "nothing left to close");
+        assert_eq!(recorder.0.lock().unwrap().last().unwrap(), "r 3 closed");
     }
 
     #[tokio::test]

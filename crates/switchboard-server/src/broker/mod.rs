@@ -33,6 +33,7 @@ use futures_util::future::BoxFuture;
 use serde_json::value::RawValue;
 use switchboard_protocol::ErrorCode;
 
+use crate::outbox::Removal;
 use crate::peer_id::{NodeId, PeerId};
 
 /// Why the broker could not do something. Whatever it is, the peer is told
@@ -98,6 +99,74 @@ pub struct Listed {
     pub node: NodeId,
     /// How it is shown.
     pub shown: Shown,
+    /// When it joined, in milliseconds since the Unix epoch.
+    pub joined: u64,
+}
+
+/// Now, in milliseconds since the Unix epoch: how join and creation times are kept.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| u64::try_from(since.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// A room as the server API lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomSummary {
+    /// Its name.
+    pub name: String,
+    /// How many members it has, on every node.
+    pub members: usize,
+    /// The capacity set by the join that created it.
+    pub capacity: Option<u32>,
+    /// When it was created, in milliseconds since the Unix epoch.
+    pub created: u64,
+}
+
+/// A room and its members, oldest first, for the server API.
+#[derive(Debug, Clone)]
+pub struct RoomDetail {
+    /// The room.
+    pub summary: RoomSummary,
+    /// Its members on every node.
+    pub members: Vec<Listed>,
+}
+
+/// One node of the deployment, as the server API shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeInfo {
+    /// Its id.
+    pub id: NodeId,
+    /// The address it listens on.
+    pub address: String,
+    /// The server version it runs.
+    pub version: String,
+    /// When it started, in milliseconds since the Unix epoch.
+    pub started: u64,
+    /// Its signaling connections (every dialect).
+    pub connections: u64,
+    /// The rooms it has members in.
+    pub rooms: u64,
+    /// Client messages it has received since it started.
+    pub messages_in: u64,
+}
+
+/// What the server API asks of one peer, wherever it is connected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Deliver this frame to it.
+    Send(String),
+    /// Close its connection with this code and reason; its session is over.
+    Remove(Removal),
+}
+
+/// What a leave did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Vacated {
+    /// The peer was a member (of this node) and is not any more.
+    pub removed: bool,
+    /// It was the last member: the room is gone.
+    pub emptied: bool,
 }
 
 /// What the broker decided about a join.
@@ -111,6 +180,8 @@ pub enum Verdict {
         seq: u64,
         /// Every member as of `seq`, oldest first, the newcomer included.
         members: Vec<Listed>,
+        /// The join created the room.
+        created: bool,
     },
     /// The room is full at this capacity.
     Full(u32),
@@ -137,6 +208,12 @@ pub enum RoomEvent<'a> {
         seq: u64,
         /// Who left.
         peer: PeerId,
+    },
+    /// The room was closed (the server API): every member joined before `seq`
+    /// is out of it, and it is gone.
+    Closed {
+        /// The event's number.
+        seq: u64,
     },
     /// A room broadcast from `sender` on another node `node`, as delivered.
     Broadcast {
@@ -177,6 +254,14 @@ pub trait RoomEvents: Send + Sync {
     fn resync(&self, room: &str, seq: u64, members: Vec<Listed>) -> Vec<PeerId>;
     /// Removes members on other nodes that are gone for good, telling local members.
     fn forget(&self, room: &str, gone: &[PeerId]);
+    /// Members of a node that died were removed from `room` by this node
+    /// (`emptied`: the room went with them). Told to exactly one node.
+    fn reaped(&self, room: &str, members: Vec<Listed>, emptied: bool);
+    /// Carries out `command` if `peer` is connected here (or suspended,
+    /// waiting for a resume); returns whether it was.
+    fn command(&self, peer: PeerId, command: &Command) -> bool;
+    /// This node, as the server API shows it.
+    fn node_info(&self) -> NodeInfo;
 }
 
 /// Membership and delivery for a whole deployment. See the module docs for
@@ -208,11 +293,30 @@ pub trait Broker: Send + Sync {
     ) -> BoxFuture<'a, Result<Verdict, BrokerError>>;
 
     /// Removes `peer` of this node from `room` and publishes its departure. Never
-    /// fails: what cannot be recorded now is put right when the broker is back.
-    fn leave<'a>(&'a self, room: &'a Arc<str>, peer: PeerId) -> BoxFuture<'a, ()>;
+    /// fails: what cannot be recorded now is put right when the broker is back
+    /// (and then the answer says nothing was removed).
+    fn leave<'a>(&'a self, room: &'a Arc<str>, peer: PeerId) -> BoxFuture<'a, Vacated>;
 
     /// Every member of `room`, on every node, oldest first.
     fn members<'a>(&'a self, room: &'a str) -> BoxFuture<'a, Result<Vec<Listed>, BrokerError>>;
+
+    /// Every room of the deployment that has members, in no order.
+    fn rooms(&self) -> BoxFuture<'_, Result<Vec<RoomSummary>, BrokerError>>;
+
+    /// One room with its members; `None` if it has none.
+    fn room<'a>(&'a self, room: &'a str) -> BoxFuture<'a, Result<Option<RoomDetail>, BrokerError>>;
+
+    /// Removes every member from `room` at once and publishes
+    /// [`RoomEvent::Closed`] to every node; returns who was removed (none: there
+    /// was no such room).
+    fn close<'a>(&'a self, room: &'a Arc<str>) -> BoxFuture<'a, Result<Vec<Listed>, BrokerError>>;
+
+    /// Asks every other node to carry out `command` for `peer`; returns
+    /// whether one of them had it.
+    fn command<'a>(&'a self, peer: PeerId, command: &'a Command) -> BoxFuture<'a, Result<bool, BrokerError>>;
+
+    /// Every other live node of the deployment.
+    fn nodes(&self) -> BoxFuture<'_, Result<Vec<NodeInfo>, BrokerError>>;
 
     /// Queues a relay for `target` on another node.
     fn forward(&self, node: NodeId, target: PeerId, sender: PeerId, frame: &str) -> Result<(), BrokerError>;

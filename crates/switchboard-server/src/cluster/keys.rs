@@ -67,6 +67,11 @@ impl Keys {
         format!("{}:node:{node}:rooms", self.prefix)
     }
 
+    /// What a node shows the server API (JSON), refreshed on each heartbeat.
+    pub fn node_info(&self, node: &str) -> String {
+        format!("{}:node:{node}:info", self.prefix)
+    }
+
     /// The lock a survivor takes while it removes a dead node's peers.
     pub fn reaper(&self, node: &str) -> String {
         format!("{}:node:{node}:reaper", self.prefix)

@@ -42,11 +42,12 @@ use redis::{PushInfo, PushKind, Value};
 use serde_json::value::RawValue;
 use switchboard_protocol::client::peek_rid;
 use switchboard_protocol::ErrorCode;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 use crate::broker::{
-    meta_of, shown, user_of, Broker, BrokerError, Listed, RoomEvent, RoomEvents, Undelivered, Verdict,
+    meta_of, now_ms, shown, user_of, Broker, BrokerError, Command, Listed, NodeInfo, RoomDetail, RoomEvent, RoomEvents,
+    RoomSummary, Undelivered, Vacated, Verdict,
 };
 use crate::peer_id::{NodeId, PeerId};
 use crate::telemetry::metrics::Metrics;
@@ -90,6 +91,30 @@ struct Origin {
     rid: Option<Box<RawValue>>,
 }
 
+/// A server API command waiting for the other nodes' answers.
+struct Asked {
+    /// How many nodes were asked; `None` until every ask is published.
+    expected: Option<usize>,
+    /// How many answered that they do not have the peer.
+    missing: usize,
+    /// Whether one answered that it does.
+    found: bool,
+    /// Where the verdict goes.
+    verdict: Option<oneshot::Sender<bool>>,
+}
+
+impl Asked {
+    /// Sends the verdict once it is known.
+    fn settle(&mut self) {
+        let known = self.found || self.expected == Some(self.missing);
+        if known {
+            if let Some(verdict) = self.verdict.take() {
+                let _ = verdict.send(self.found);
+            }
+        }
+    }
+}
+
 /// The receiving ends of the broker's queues, for its tasks once it starts.
 struct Wiring {
     pushes: mpsc::UnboundedReceiver<PushInfo>,
@@ -115,6 +140,8 @@ pub struct RedisBroker {
     metrics: Arc<Metrics>,
     /// Taken by [`Broker::start`].
     wiring: Mutex<Option<Wiring>>,
+    /// Server API commands waiting for answers, by request id.
+    asked: Mutex<HashMap<PeerId, Asked>>,
     /// Itself, for the tasks its calls spawn.
     me: std::sync::Weak<RedisBroker>,
 }
@@ -144,6 +171,7 @@ impl RedisBroker {
             max_peers_per_room: config.max_peers_per_room,
             metrics,
             wiring: Mutex::new(Some(Wiring { pushes, outgoing })),
+            asked: Mutex::new(HashMap::new()),
         }))
     }
 
@@ -238,7 +266,7 @@ impl RedisBroker {
         seal: bool,
     ) -> Result<Verdict, BrokerError> {
         self.check_up()?;
-        let record = wire::record_prefix(self.node, user_of(&member.shown), meta_of(&member.shown));
+        let record = wire::record_prefix(self.node, user_of(&member.shown), meta_of(&member.shown), member.joined);
         let mut link = self.link.clone();
         // Indexed before joining, so that if this node dies the survivors find
         // the room: a stale index entry costs a survivor one empty look.
@@ -253,14 +281,17 @@ impl RedisBroker {
             .arg(self.max_peers_per_room)
             .arg(self.keys.room_channel(room))
             .arg(link.publish_command())
-            .arg(if seal { "1" } else { "" });
+            .arg(if seal { "1" } else { "" })
+            .arg(now_ms());
         let answer: Vec<Value> = self.call(invocation.invoke_async(&mut link)).await?;
         match answer.as_slice() {
-            [Value::BulkString(status), capacity, Value::Int(seq), Value::Array(fields)] if status == b"ok" => {
+            [Value::BulkString(status), capacity, Value::Int(seq), Value::Array(fields), Value::Int(created)]
+                if status == b"ok" =>
+            {
                 let capacity =
                     text(capacity).and_then(|c| c.parse::<u32>().ok()).map(|c| c.min(self.max_peers_per_room));
                 let seq = u64::try_from(*seq).unwrap_or(0);
-                Ok(Verdict::Admitted { capacity, seq, members: listed(fields) })
+                Ok(Verdict::Admitted { capacity, seq, members: listed(fields), created: *created == 1 })
             }
             [Value::BulkString(status), Value::Int(limit)] if status == b"full" => {
                 Ok(Verdict::Full(u32::try_from(*limit).unwrap_or(u32::MAX)))
@@ -272,7 +303,7 @@ impl RedisBroker {
 
     /// Removes `peer` from `room` in Redis, which tells every node. If Redis is
     /// unreachable the room is remembered and put right when it is back.
-    async fn remove(&self, room: &Arc<str>, peer: PeerId) {
+    async fn remove(&self, room: &Arc<str>, peer: PeerId) -> Vacated {
         let result = async {
             self.check_up()?;
             let mut link = self.link.clone();
@@ -285,9 +316,13 @@ impl RedisBroker {
             self.call(invocation.invoke_async::<i64>(&mut link)).await
         }
         .await;
-        if let Err(error) = result {
-            debug!(%error, %room, %peer, "leave not recorded in Redis; will resync");
-            self.lock_dirty().insert(room.clone());
+        match result {
+            Ok(removed) => Vacated { removed: removed > 0, emptied: removed == 2 },
+            Err(error) => {
+                debug!(%error, %room, %peer, "leave not recorded in Redis; will resync");
+                self.lock_dirty().insert(room.clone());
+                Vacated::default()
+            }
         }
     }
 
@@ -296,13 +331,7 @@ impl RedisBroker {
         self.check_up()?;
         let mut link = self.link.clone();
         let hash: Value = self.call(redis::cmd("HGETALL").arg(self.keys.room(room)).query_async(&mut link)).await?;
-        // RESP3 answers HGETALL with a map; scripts (and RESP2) with a flat array.
-        let fields: Vec<Value> = match hash {
-            Value::Map(pairs) => pairs.into_iter().flat_map(|(k, v)| [k, v]).collect(),
-            Value::Array(fields) => fields,
-            _ => Vec::new(),
-        };
-        Ok(listed(&fields))
+        Ok(listed(&fields(hash)))
     }
 
     fn enqueue(&self, channel: String, payload: Vec<u8>, origin: Option<Origin>) -> Result<(), BrokerError> {
@@ -327,7 +356,8 @@ impl RedisBroker {
             }
             let mut srem = redis::cmd("SREM");
             srem.arg(self.keys.nodes()).arg(node);
-            let commands = vec![del(self.keys.node_rooms(node)), del(self.keys.alive(node)), srem];
+            let commands =
+                vec![del(self.keys.node_rooms(node)), del(self.keys.alive(node)), del(self.keys.node_info(node)), srem];
             self.call(link.batch(commands)).await.map(drop)
         }
         .await;
@@ -337,12 +367,215 @@ impl RedisBroker {
         }
     }
 
-    /// Removes every member `node` has in `room`; returns how many.
-    async fn reap_room(&self, room: &str, node: &str) -> Result<i64, BrokerError> {
+    /// Removes every member `node` has in `room`; returns them, and whether
+    /// the room went with them.
+    async fn reap_room(&self, room: &str, node: &str) -> Result<(Vec<Listed>, bool), BrokerError> {
         let mut link = self.link.clone();
         let mut invocation = scripts::REAP.key(self.keys.room(room));
         invocation.arg(node).arg(self.keys.room_channel(room)).arg(link.publish_command());
-        self.call(invocation.invoke_async(&mut link)).await
+        let answer: Vec<Value> = self.call(invocation.invoke_async(&mut link)).await?;
+        let emptied = matches!(answer.first(), Some(Value::Int(1)));
+        Ok((listed(answer.get(1..).unwrap_or_default()), emptied))
+    }
+
+    /// Every room with members: the union of the live nodes' room indexes,
+    /// each checked against its hash (an index may name a room its node left).
+    async fn list_rooms(&self) -> Result<Vec<RoomSummary>, BrokerError> {
+        self.check_up()?;
+        let mut link = self.link.clone();
+        let nodes: Vec<String> =
+            self.call(redis::cmd("SMEMBERS").arg(self.keys.nodes()).query_async(&mut link)).await?;
+        let indexes = nodes
+            .iter()
+            .map(|node| {
+                let mut smembers = redis::cmd("SMEMBERS");
+                smembers.arg(self.keys.node_rooms(node));
+                smembers
+            })
+            .collect();
+        let mut names: Vec<String> = self
+            .call(link.batch(indexes))
+            .await?
+            .iter()
+            .flat_map(|value| match value {
+                Value::Array(names) | Value::Set(names) => names.iter().filter_map(text).map(str::to_owned).collect(),
+                _ => Vec::new(),
+            })
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        let mut rooms = Vec::with_capacity(names.len());
+        for chunk in names.chunks(256) {
+            let commands = chunk
+                .iter()
+                .flat_map(|name| {
+                    let mut hlen = redis::cmd("HLEN");
+                    hlen.arg(self.keys.room(name));
+                    let mut hmget = redis::cmd("HMGET");
+                    hmget.arg(self.keys.room(name)).arg(&BOOKKEEPING[..]);
+                    [hlen, hmget]
+                })
+                .collect();
+            let answers = self.call(link.batch(commands)).await?;
+            for (name, pair) in chunk.iter().zip(answers.chunks_exact(2)) {
+                if let Some(summary) = summary(name, &pair[0], &pair[1], self.max_peers_per_room) {
+                    rooms.push(summary);
+                }
+            }
+        }
+        Ok(rooms)
+    }
+
+    /// One room and its members.
+    async fn room_detail(&self, room: &str) -> Result<Option<RoomDetail>, BrokerError> {
+        self.check_up()?;
+        let mut link = self.link.clone();
+        let mut hmget = redis::cmd("HMGET");
+        hmget.arg(self.keys.room(room)).arg(&BOOKKEEPING[..]);
+        let mut hgetall = redis::cmd("HGETALL");
+        hgetall.arg(self.keys.room(room));
+        let answers = self.call(link.batch(vec![hmget, hgetall])).await?;
+        let [bookkeeping, hash] = answers.as_slice() else { return Err(BrokerError::Protocol) };
+        let members = listed(&fields(hash.clone()));
+        if members.is_empty() {
+            return Ok(None);
+        }
+        let length = Value::Int(i64::try_from(members.len() + bookkeeping_count(bookkeeping)).unwrap_or(i64::MAX));
+        let summary = summary(room, &length, bookkeeping, self.max_peers_per_room).ok_or(BrokerError::Protocol)?;
+        Ok(Some(RoomDetail { summary, members }))
+    }
+
+    /// Closes a room cluster-wide.
+    async fn close_room(&self, room: &str) -> Result<Vec<Listed>, BrokerError> {
+        self.check_up()?;
+        let mut link = self.link.clone();
+        let mut invocation = scripts::CLOSE.key(self.keys.room(room));
+        invocation.arg(self.keys.room_channel(room)).arg(link.publish_command());
+        let before: Vec<Value> = self.call(invocation.invoke_async(&mut link)).await?;
+        Ok(listed(&before))
+    }
+
+    /// Asks every other node to carry out a server API command; waits for
+    /// the one that has the peer, or for all to say they do not.
+    async fn ask(&self, peer: PeerId, command: &Command) -> Result<bool, BrokerError> {
+        self.check_up()?;
+        let mut link = self.link.clone();
+        let nodes: Vec<String> =
+            self.call(redis::cmd("SMEMBERS").arg(self.keys.nodes()).query_async(&mut link)).await?;
+        let others: Vec<NodeId> = nodes.iter().filter_map(|n| NodeId::parse(n)).filter(|n| *n != self.node).collect();
+        if others.is_empty() {
+            return Ok(false);
+        }
+        let request = PeerId::random();
+        let (verdict, answered) = oneshot::channel();
+        let asked = Asked { expected: None, missing: 0, found: false, verdict: Some(verdict) };
+        self.lock_asked().insert(request, asked);
+        let payload = wire::command(peer, self.node, request, command);
+        let publishes = others
+            .iter()
+            .map(|node| {
+                let mut publish = redis::cmd(link.publish_command());
+                publish.arg(self.keys.inbox(*node)).arg(&payload);
+                publish
+            })
+            .collect();
+        let published = self.call(link.batch(publishes)).await;
+        let result = match published {
+            Ok(receivers) => {
+                // Each node hears its inbox once: the subscriber counts are the answers to expect.
+                let expected = receivers.iter().map(|v| usize::try_from(int(v)).unwrap_or(0)).sum();
+                if let Some(asked) = self.lock_asked().get_mut(&request) {
+                    asked.expected = Some(expected);
+                    asked.settle();
+                }
+                match tokio::time::timeout(self.timeout, answered).await {
+                    Ok(Ok(found)) => Ok(found),
+                    Ok(Err(_)) => Err(BrokerError::Protocol),
+                    Err(_) => Err(BrokerError::Timeout),
+                }
+            }
+            Err(error) => Err(error),
+        };
+        self.lock_asked().remove(&request);
+        result
+    }
+
+    /// An answer from another node to one of this node's commands.
+    fn answered(&self, request: PeerId, found: bool) {
+        if let Some(asked) = self.lock_asked().get_mut(&request) {
+            asked.found |= found;
+            asked.missing += usize::from(!found);
+            asked.settle();
+        }
+    }
+
+    fn lock_asked(&self) -> std::sync::MutexGuard<'_, HashMap<PeerId, Asked>> {
+        self.asked.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The other live nodes, from what each writes on its heartbeat.
+    async fn list_nodes(&self) -> Result<Vec<NodeInfo>, BrokerError> {
+        self.check_up()?;
+        let mut link = self.link.clone();
+        let nodes: Vec<String> =
+            self.call(redis::cmd("SMEMBERS").arg(self.keys.nodes()).query_async(&mut link)).await?;
+        let others: Vec<&String> = nodes.iter().filter(|n| **n != self.node.as_str()).collect();
+        let reads = others
+            .iter()
+            .map(|node| {
+                let mut get = redis::cmd("GET");
+                get.arg(self.keys.node_info(node));
+                get
+            })
+            .collect();
+        let answers = self.call(link.batch(reads)).await?;
+        Ok(answers.iter().filter_map(|value| text(value).and_then(wire::parse_node_info)).collect())
+    }
+}
+
+/// The bookkeeping fields of a room's hash that are not members.
+const BOOKKEEPING: [&str; 4] = ["\0seq", "\0cap", "\0seal", "\0born"];
+
+/// How many of the bookkeeping fields an `HMGET` of [`BOOKKEEPING`] found.
+fn bookkeeping_count(values: &Value) -> usize {
+    match values {
+        Value::Array(values) => values.iter().filter(|v| !matches!(v, Value::Nil)).count(),
+        _ => 0,
+    }
+}
+
+/// A room's summary from its `HLEN` and its bookkeeping fields; `None` if it has no members.
+fn summary(name: &str, length: &Value, bookkeeping: &Value, max: u32) -> Option<RoomSummary> {
+    let members = usize::try_from(int(length)).ok()?.checked_sub(bookkeeping_count(bookkeeping))?;
+    if members == 0 {
+        return None;
+    }
+    let field = |i: usize| match bookkeeping {
+        Value::Array(values) => values.get(i).and_then(text),
+        _ => None,
+    };
+    Some(RoomSummary {
+        name: name.to_owned(),
+        members,
+        capacity: field(1).and_then(|c| c.parse::<u32>().ok()).map(|c| c.min(max)),
+        created: field(3).and_then(|t| t.parse().ok()).unwrap_or(0),
+    })
+}
+
+fn int(value: &Value) -> i64 {
+    match value {
+        Value::Int(n) => *n,
+        other => text(other).and_then(|t| t.parse().ok()).unwrap_or(0),
+    }
+}
+
+/// A hash as `HGETALL` answers it, as a flat list of fields and values.
+fn fields(hash: Value) -> Vec<Value> {
+    // RESP3 answers HGETALL with a map; scripts (and RESP2) with a flat array.
+    match hash {
+        Value::Map(pairs) => pairs.into_iter().flat_map(|(k, v)| [k, v]).collect(),
+        Value::Array(fields) => fields,
+        _ => Vec::new(),
     }
 }
 
@@ -379,12 +612,32 @@ impl Broker for RedisBroker {
         self.admit(room, member, capacity, seal).boxed()
     }
 
-    fn leave<'a>(&'a self, room: &'a Arc<str>, peer: PeerId) -> BoxFuture<'a, ()> {
+    fn leave<'a>(&'a self, room: &'a Arc<str>, peer: PeerId) -> BoxFuture<'a, Vacated> {
         self.remove(room, peer).boxed()
     }
 
     fn members<'a>(&'a self, room: &'a str) -> BoxFuture<'a, Result<Vec<Listed>, BrokerError>> {
         self.list(room).boxed()
+    }
+
+    fn rooms(&self) -> BoxFuture<'_, Result<Vec<RoomSummary>, BrokerError>> {
+        self.list_rooms().boxed()
+    }
+
+    fn room<'a>(&'a self, room: &'a str) -> BoxFuture<'a, Result<Option<RoomDetail>, BrokerError>> {
+        self.room_detail(room).boxed()
+    }
+
+    fn close<'a>(&'a self, room: &'a Arc<str>) -> BoxFuture<'a, Result<Vec<Listed>, BrokerError>> {
+        self.close_room(room).boxed()
+    }
+
+    fn command<'a>(&'a self, peer: PeerId, command: &'a Command) -> BoxFuture<'a, Result<bool, BrokerError>> {
+        self.ask(peer, command).boxed()
+    }
+
+    fn nodes(&self) -> BoxFuture<'_, Result<Vec<NodeInfo>, BrokerError>> {
+        self.list_nodes().boxed()
     }
 
     fn forward(&self, node: NodeId, target: PeerId, sender: PeerId, frame: &str) -> Result<(), BrokerError> {
@@ -483,6 +736,11 @@ fn on_message(events: &dyn RoomEvents, broker: &RedisBroker, channel: &str, payl
                 };
                 events.tell_error(to, code, &message, rid);
             }
+            Some(InboxMessage::Command { peer, asker, request, command }) => {
+                let found = events.command(peer, &command);
+                let _ = broker.enqueue(broker.keys.inbox(asker), wire::answer(request, found), None);
+            }
+            Some(InboxMessage::Answer { request, found }) => broker.answered(request, found),
             None => warn!("unreadable inbox message from Redis"),
         },
         None => {}
@@ -496,6 +754,7 @@ fn room_event(message: RoomMessage<'_>) -> Option<RoomEvent<'_>> {
             RoomEvent::Joined { seq, member: member(peer, &record)?, restored }
         }
         RoomMessage::Left { seq, peer } => RoomEvent::Left { seq, peer },
+        RoomMessage::Closed { seq } => RoomEvent::Closed { seq },
         RoomMessage::Broadcast { node, sender, frame } => RoomEvent::Broadcast { node, sender, frame },
     })
 }
@@ -503,7 +762,8 @@ fn room_event(message: RoomMessage<'_>) -> Option<RoomEvent<'_>> {
 /// A member from its record.
 fn member(id: PeerId, record: &wire::Record<'_>) -> Option<Listed> {
     let user = record.user.as_deref().map(Arc::from);
-    Some(Listed { id, node: NodeId::parse(record.node)?, shown: shown(user, record.meta.map(RawValue::to_owned)) })
+    let meta = record.meta.map(RawValue::to_owned);
+    Some(Listed { id, node: NodeId::parse(record.node)?, shown: shown(user, meta), joined: record.joined })
 }
 
 /// Reads a room's hash (as `HGETALL` returns it) into members, oldest first.

@@ -38,7 +38,7 @@ pub async fn run(events: Arc<dyn RoomEvents>, broker: Arc<RedisBroker>) {
         beats.tick().await;
         count = count.wrapping_add(1);
         let result = async {
-            let newly_registered = beat(&broker).await?;
+            let newly_registered = beat(&broker, &*events).await?;
             if !inbox_subscribed {
                 let mut link = broker.link.clone();
                 broker.call(link.subscribe(&broker.keys.inbox(broker.node))).await?;
@@ -49,7 +49,7 @@ pub async fn run(events: Arc<dyn RoomEvents>, broker: Arc<RedisBroker>) {
                 resync(&events, &broker).await?;
                 broker.mark_up();
             }
-            reap_dead(&broker).await?;
+            reap_dead(&broker, &*events).await?;
             if count % PRUNE_EVERY == 0 {
                 prune_index(&broker).await?;
             }
@@ -62,9 +62,10 @@ pub async fn run(events: Arc<dyn RoomEvents>, broker: Arc<RedisBroker>) {
     }
 }
 
-/// Refreshes this node's registration. Returns whether the node was missing from
-/// the set of nodes: reaped by the others, or Redis lost its data.
-async fn beat(broker: &RedisBroker) -> Result<bool, BrokerError> {
+/// Refreshes this node's registration, and what the server API shows of it.
+/// Returns whether the node was missing from the set of nodes: reaped by the
+/// others, or Redis lost its data.
+async fn beat(broker: &RedisBroker, events: &dyn RoomEvents) -> Result<bool, BrokerError> {
     let node = broker.node.as_str();
     let mut link = broker.link.clone();
     let ttl_ms = u64::try_from(broker.node_ttl.as_millis()).unwrap_or(u64::MAX);
@@ -72,7 +73,9 @@ async fn beat(broker: &RedisBroker) -> Result<bool, BrokerError> {
     alive.arg(broker.keys.alive(node)).arg(1).arg("PX").arg(ttl_ms);
     let mut register = redis::cmd("SADD");
     register.arg(broker.keys.nodes()).arg(node);
-    let answers = broker.call(link.batch(vec![alive, register])).await?;
+    let mut info = redis::cmd("SET");
+    info.arg(broker.keys.node_info(node)).arg(wire::node_info(&events.node_info())).arg("PX").arg(ttl_ms);
+    let answers = broker.call(link.batch(vec![alive, register, info])).await?;
     Ok(matches!(answers.get(1), Some(Value::Int(1))))
 }
 
@@ -127,7 +130,7 @@ async fn confirm_gone(events: Arc<dyn RoomEvents>, broker: Arc<RedisBroker>, roo
 }
 
 /// Removes the peers of every node whose heartbeat has expired.
-async fn reap_dead(broker: &RedisBroker) -> Result<(), BrokerError> {
+async fn reap_dead(broker: &RedisBroker, events: &dyn RoomEvents) -> Result<(), BrokerError> {
     let mut link = broker.link.clone();
     let nodes: Vec<String> =
         broker.call(redis::cmd("SMEMBERS").arg(broker.keys.nodes()).query_async(&mut link)).await?;
@@ -156,14 +159,18 @@ async fn reap_dead(broker: &RedisBroker) -> Result<(), BrokerError> {
             broker.call(redis::cmd("SMEMBERS").arg(broker.keys.node_rooms(node)).query_async(&mut link)).await?;
         let mut removed = 0;
         for room in &rooms {
-            removed += broker.reap_room(room, node).await?;
+            let (members, emptied) = broker.reap_room(room, node).await?;
+            removed += members.len();
+            events.reaped(room, members, emptied);
         }
         let mut forget = redis::cmd("DEL");
         forget.arg(broker.keys.node_rooms(node));
         let mut unregister = redis::cmd("SREM");
         unregister.arg(broker.keys.nodes()).arg(node.as_str());
-        broker.call(link.batch(vec![forget, unregister])).await?;
-        broker.metrics.broker_reaped_peers.increment(u64::try_from(removed).unwrap_or(0));
+        let mut info = redis::cmd("DEL");
+        info.arg(broker.keys.node_info(node));
+        broker.call(link.batch(vec![forget, unregister, info])).await?;
+        broker.metrics.broker_reaped_peers.increment(removed as u64);
         warn!(%node, rooms = rooms.len(), peers = removed, "node stopped beating; removed its peers from their rooms");
     }
     Ok(())
@@ -201,5 +208,5 @@ async fn prune_index(broker: &RedisBroker) -> Result<(), BrokerError> {
 
 /// A local member's record, without the join number the script appends.
 fn record(broker: &RedisBroker, member: &Listed) -> String {
-    wire::record_prefix(broker.node, user_of(&member.shown), meta_of(&member.shown))
+    wire::record_prefix(broker.node, user_of(&member.shown), meta_of(&member.shown), member.joined)
 }

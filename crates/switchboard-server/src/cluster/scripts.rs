@@ -8,13 +8,14 @@
 //! * `{"k":"j","s":<seq>,"p":"<peer>","d":<record>}`: a peer joined;
 //! * `{"k":"r",...}`, the same for a peer its node wrote back after Redis lost
 //!   it: news only to nodes that had forgotten it;
-//! * `{"k":"l","s":<seq>,"p":"<peer>"}`: a peer left.
+//! * `{"k":"l","s":<seq>,"p":"<peer>"}`: a peer left;
+//! * `{"k":"c","s":<seq>}`: the room was closed (every member is out).
 //!
 //! `seq` numbers a room's events (the hash's `\0seq` field). A node that admits
 //! a peer learns the seq of its join, and only sends it later events: the stream
 //! may still carry older ones, which its `joined` list already covers.
 //!
-//! A member's record is `{"n":"<node>","u":<user>,"m":<meta>,"o":<seq of its join>}`.
+//! A member's record is `{"n":"<node>","u":<user>,"m":<meta>,"t":<joined, ms>,"o":<seq of its join>}`.
 //! Callers pass it without the closing `,"o":N}`, which the script appends.
 
 use std::sync::LazyLock;
@@ -28,6 +29,7 @@ local function members(room)
   if redis.call('HEXISTS', room, '\0seq') == 1 then n = n - 1 end
   if redis.call('HEXISTS', room, '\0cap') == 1 then n = n - 1 end
   if redis.call('HEXISTS', room, '\0seal') == 1 then n = n - 1 end
+  if redis.call('HEXISTS', room, '\0born') == 1 then n = n - 1 end
   return n
 end
 local function drop_if_empty(room)
@@ -54,9 +56,10 @@ end
 ///
 /// KEYS: the room. ARGV: peer, record prefix, capacity asked ("" for none; set
 /// only by the join that creates the room), server-wide max peers, channel,
-/// publish command, "1" to seal the room once full (likewise). Returns
-/// `{"ok", capacity or "", seq of the join, HGETALL}`, `{"full", limit}` or
-/// `{"already"}`. A sealed room's `\0seal` field is "1" until it is full, then
+/// publish command, "1" to seal the room once full (likewise), the time now (ms,
+/// the room's creation time if this join creates it). Returns
+/// `{"ok", capacity or "", seq of the join, HGETALL, 1 if it created the room}`,
+/// `{"full", limit}` or `{"already"}`. A sealed room's `\0seal` field is "1" until it is full, then
 /// "sealed": it admits nobody again until it is empty (and so deleted).
 pub static JOIN: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
@@ -67,6 +70,7 @@ if redis.call('HEXISTS', room, peer) == 1 then return {'already'} end
 local count = members(room)
 local cap = redis.call('HGET', room, '\0cap')
 if count == 0 then
+  redis.call('HSET', room, '\0born', ARGV[8])
   redis.call('HDEL', room, '\0seal')
   if ARGV[7] == '1' then redis.call('HSET', room, '\0seal', '1') end
   if ARGV[3] ~= '' then
@@ -84,14 +88,15 @@ local joined = add(room, peer, ARGV[2], ARGV[5], ARGV[6], 'j')
 if count + 1 >= limit and redis.call('HEXISTS', room, '\0seal') == 1 then
   redis.call('HSET', room, '\0seal', 'sealed')
 end
-return {'ok', cap or '', joined, redis.call('HGETALL', room)}
+return {'ok', cap or '', joined, redis.call('HGETALL', room), count == 0 and 1 or 0}
 "#
     ))
 });
 
 /// Removes a peer, if it is there and belongs to the calling node.
 ///
-/// KEYS: the room. ARGV: peer, node, channel, publish command. Returns 1 if removed.
+/// KEYS: the room. ARGV: peer, node, channel, publish command. Returns 0 if it
+/// was not there, 1 if removed, 2 if removed and the room is gone with it.
 pub static LEAVE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         "{PRELUDE}{}",
@@ -100,7 +105,10 @@ local room, peer = KEYS[1], ARGV[1]
 local record = redis.call('HGET', room, peer)
 if not record or cjson.decode(record).n ~= ARGV[2] then return 0 end
 remove(room, peer, ARGV[3], ARGV[4])
-drop_if_empty(room)
+if members(room) == 0 then
+  redis.call('DEL', room)
+  return 2
+end
 return 1
 "#
     ))
@@ -108,22 +116,46 @@ return 1
 
 /// Removes every member a (dead) node had in the room.
 ///
-/// KEYS: the room. ARGV: node, channel, publish command. Returns how many.
+/// KEYS: the room. ARGV: node, channel, publish command. Returns `{emptied (0
+/// or 1), peer, record, peer, record, ...}`: who was removed, and whether the
+/// room went with them.
 pub static REAP: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         "{PRELUDE}{}",
         r#"
 local room = KEYS[1]
 local all = redis.call('HGETALL', room)
-local removed = 0
+local removed = {0}
 for i = 1, #all, 2 do
   if string.byte(all[i], 1) ~= 0 and cjson.decode(all[i + 1]).n == ARGV[1] then
     remove(room, all[i], ARGV[2], ARGV[3])
-    removed = removed + 1
+    table.insert(removed, all[i])
+    table.insert(removed, all[i + 1])
   end
 end
+if #removed > 1 and members(room) == 0 then removed[1] = 1 end
 drop_if_empty(room)
 return removed
+"#
+    ))
+});
+
+/// Closes a room: every member is removed at once and one `close` event
+/// tells every node.
+///
+/// KEYS: the room. ARGV: channel, publish command. Returns the room's
+/// `HGETALL` before (empty: there was no room).
+pub static CLOSE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{PRELUDE}{}",
+        r#"
+local room = KEYS[1]
+if members(room) == 0 then return {} end
+local all = redis.call('HGETALL', room)
+local seq = redis.call('HINCRBY', room, '\0seq', 1)
+redis.call('DEL', room)
+redis.call(ARGV[2], ARGV[1], '{"k":"c","s":' .. seq .. '}')
+return all
 "#
     ))
 });

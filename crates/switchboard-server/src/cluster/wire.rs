@@ -9,6 +9,8 @@ use std::borrow::Cow;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use crate::broker::{Command, NodeInfo};
+use crate::outbox::Removal;
 use crate::peer_id::{NodeId, PeerId, PEER_ID_LEN};
 
 /// A message on a node's inbox channel.
@@ -21,6 +23,11 @@ pub enum InboxMessage<'a> {
     /// gone, or (`full`) its send queue overflowed. `rid` is the request id of
     /// the relay, as JSON, when it had one.
     Undeliverable { to: PeerId, target: PeerId, full: bool, rid: Option<&'a str> },
+    /// The server API on `asker` asks: carry out `command` if `peer` is here,
+    /// and answer request `request`.
+    Command { peer: PeerId, asker: NodeId, request: PeerId, command: Command },
+    /// The answer to request `request`: whether the peer was there.
+    Answer { request: PeerId, found: bool },
 }
 
 /// A message on a room's channel.
@@ -31,6 +38,8 @@ pub enum RoomMessage<'a> {
     Joined { seq: u64, peer: PeerId, record: Record<'a>, restored: bool },
     /// A peer left.
     Left { seq: u64, peer: PeerId },
+    /// The room was closed.
+    Closed { seq: u64 },
     /// A room broadcast from `sender` on `node`, as delivered.
     Broadcast { node: NodeId, sender: PeerId, frame: &'a str },
 }
@@ -47,16 +56,73 @@ pub struct Record<'a> {
     /// Its `meta`.
     #[serde(rename = "m", borrow, default)]
     pub meta: Option<&'a RawValue>,
+    /// When it joined (ms since the epoch; 0 for records written before this was kept).
+    #[serde(rename = "t", default)]
+    pub joined: u64,
     /// Its join number in the room: the order `joined` lists members in.
     #[serde(rename = "o")]
     pub order: u64,
 }
 
 /// The record of a member, without the join number the script appends.
-pub fn record_prefix(node: NodeId, user: Option<&str>, meta: Option<&RawValue>) -> String {
+pub fn record_prefix(node: NodeId, user: Option<&str>, meta: Option<&RawValue>, joined: u64) -> String {
     let user = user.map_or_else(|| "null".to_owned(), |u| serde_json::Value::from(u).to_string());
     let meta = meta.map_or("null", RawValue::get);
-    format!(r#"{{"n":"{node}","u":{user},"m":{meta}"#)
+    format!(r#"{{"n":"{node}","u":{user},"m":{meta},"t":{joined}"#)
+}
+
+/// Encodes a server API command for the node that may have `peer`.
+pub fn command(peer: PeerId, asker: NodeId, request: PeerId, command: &Command) -> Vec<u8> {
+    let tail = match command {
+        Command::Send(frame) => format!("s{frame}"),
+        Command::Remove(removal) => format!("x{:05}{}", removal.code, removal.reason.as_str()),
+    };
+    header(b'c', &[peer.as_str(), asker.as_str(), request.as_str()], tail.len(), &tail)
+}
+
+/// What a node writes of itself on each heartbeat, for the server API.
+#[derive(serde::Serialize, Deserialize)]
+struct NodeRecord<'a> {
+    id: &'a str,
+    address: &'a str,
+    version: &'a str,
+    started: u64,
+    connections: u64,
+    rooms: u64,
+    messages_in: u64,
+}
+
+/// Encodes a node's record.
+pub fn node_info(info: &NodeInfo) -> String {
+    let record = NodeRecord {
+        id: info.id.as_str(),
+        address: &info.address,
+        version: &info.version,
+        started: info.started,
+        connections: info.connections,
+        rooms: info.rooms,
+        messages_in: info.messages_in,
+    };
+    serde_json::to_string(&record).unwrap_or_default()
+}
+
+/// Reads a node's record.
+pub fn parse_node_info(text: &str) -> Option<NodeInfo> {
+    let record: NodeRecord = serde_json::from_str(text).ok()?;
+    Some(NodeInfo {
+        id: NodeId::parse(record.id)?,
+        address: record.address.to_owned(),
+        version: record.version.to_owned(),
+        started: record.started,
+        connections: record.connections,
+        rooms: record.rooms,
+        messages_in: record.messages_in,
+    })
+}
+
+/// Encodes the answer to a command.
+pub fn answer(request: PeerId, found: bool) -> Vec<u8> {
+    header(b'a', &[request.as_str()], 1, if found { "1" } else { "0" })
 }
 
 /// Encodes a relay for `target`'s node.
@@ -98,6 +164,23 @@ pub fn parse_inbox(payload: &[u8]) -> Option<InboxMessage<'_>> {
             let rid = (!rid.is_empty()).then_some(rid);
             Some(InboxMessage::Undeliverable { to: ids[0], target: ids[1], full: kind == b'f', rid })
         }
+        b'c' => {
+            let (ids, tail) = ids::<3>(rest)?;
+            let asker = NodeId::parse(ids[1].as_str())?;
+            let command = match tail.split_at_checked(1)? {
+                ("s", frame) => Command::Send(frame.to_owned()),
+                ("x", rest) => {
+                    let (code, reason) = rest.split_at_checked(5)?;
+                    Command::Remove(Removal { code: code.parse().ok()?, reason: reason.to_owned().into() })
+                }
+                _ => return None,
+            };
+            Some(InboxMessage::Command { peer: ids[0], asker, request: ids[2], command })
+        }
+        b'a' => {
+            let (ids, found) = ids::<1>(rest)?;
+            Some(InboxMessage::Answer { request: ids[0], found: found == "1" })
+        }
         _ => None,
     }
 }
@@ -112,11 +195,15 @@ pub fn parse_room(payload: &[u8]) -> Option<RoomMessage<'_>> {
     struct Event<'a> {
         k: &'a str,
         s: u64,
+        #[serde(default)]
         p: &'a str,
         #[serde(borrow, default)]
         d: Option<&'a RawValue>,
     }
     let event: Event = serde_json::from_slice(payload).ok()?;
+    if event.k == "c" {
+        return Some(RoomMessage::Closed { seq: event.s });
+    }
     let peer = PeerId::parse(event.p)?;
     match (event.k, event.d) {
         (kind @ ("j" | "r"), Some(record)) => {
@@ -168,6 +255,16 @@ mod tests {
             parse_room(&broadcast(n, a, frame)),
             Some(RoomMessage::Broadcast { node, sender, frame: f }) if node == n && sender == a && f == frame
         ));
+        let request = PeerId::random();
+        let removal = Removal { code: 4003, reason: "bye".into() };
+        for command in [Command::Send(frame.to_owned()), Command::Remove(removal)] {
+            assert_eq!(
+                parse_inbox(&super::command(a, n, request, &command)),
+                Some(InboxMessage::Command { peer: a, asker: n, request, command })
+            );
+        }
+        assert_eq!(parse_inbox(&answer(request, true)), Some(InboxMessage::Answer { request, found: true }));
+        assert_eq!(parse_inbox(&answer(request, false)), Some(InboxMessage::Answer { request, found: false }));
         assert_eq!(parse_inbox(b"r-short"), None);
         assert_eq!(parse_inbox(b""), None);
     }
@@ -176,7 +273,7 @@ mod tests {
     fn script_events_parse() {
         let peer = PeerId::random();
         let node = NodeId::random();
-        let record = format!("{},\"o\":3}}", record_prefix(node, Some("al\"ice"), None));
+        let record = format!("{},\"o\":3}}", record_prefix(node, Some("al\"ice"), None, 17));
         let joined = format!(r#"{{"k":"j","s":4,"p":"{peer}","d":{record}}}"#);
         match parse_room(joined.as_bytes()) {
             Some(RoomMessage::Joined { seq: 4, peer: p, record, restored: false }) => {
@@ -184,11 +281,13 @@ mod tests {
                 assert_eq!(record.node, node.as_str());
                 assert_eq!(record.user.as_deref(), Some("al\"ice"));
                 assert_eq!(record.order, 3);
+                assert_eq!(record.joined, 17);
             }
             other => panic!("{other:?}"),
         }
         let left = format!(r#"{{"k":"l","s":5,"p":"{peer}"}}"#);
         assert!(matches!(parse_room(left.as_bytes()), Some(RoomMessage::Left { seq: 5, peer: p }) if p == peer));
         assert!(parse_room(b"{\"k\":\"x\",\"s\":1,\"p\":\"y\"}").is_none());
+        assert!(matches!(parse_room(br#"{"k":"c","s":9}"#), Some(RoomMessage::Closed { seq: 9 })));
     }
 }

@@ -40,6 +40,7 @@ use crate::admission::Refusal;
 use crate::app::App;
 use crate::broker::shown;
 use crate::connection::{Connection, Departure, Handler, Pending};
+use crate::hub::activity::LeftReason;
 use crate::hub::room::Flavor;
 use crate::hub::{JoinError, Joiner, RelayError};
 use crate::peer_id::PeerId;
@@ -208,7 +209,7 @@ async fn refuse_socket(
     id: PeerId,
     error: JoinError,
 ) -> Option<Connection<MatchboxPeer>> {
-    app.hub.disconnect(id, Vec::new());
+    app.hub.disconnect(id, Vec::new(), LeftReason::Disconnected);
     info!(peer = %id, %error, "matchbox peer refused: its room would not take it");
     let (code, reason) = match error {
         JoinError::RoomFull { .. } => (close_code::POLICY, "room is full"),
@@ -344,7 +345,7 @@ impl Handler for MatchboxPeer {
     }
 
     fn on_close(&mut self, _departure: Departure) {
-        self.app.hub.disconnect(self.id, std::mem::take(&mut self.rooms));
+        self.app.hub.disconnect(self.id, std::mem::take(&mut self.rooms), LeftReason::Disconnected);
         debug!(peer = %self.id, "matchbox peer disconnected");
     }
 }

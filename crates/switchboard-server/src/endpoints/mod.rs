@@ -1,6 +1,7 @@
 //! HTTP and WebSocket endpoints, one file each, and the router that mounts them.
 
 pub mod admitted;
+pub mod api;
 pub mod broadcast;
 pub mod echo;
 pub mod health;
@@ -45,6 +46,10 @@ pub fn router(app: Arc<App>) -> Router {
             "" => router.merge(peerjs),
             path => router.nest(path, peerjs),
         };
+    }
+    // The server API and dashboard, unless they have an address of their own.
+    if !app.settings.api_keys.is_empty() && app.settings.api_listen.is_none() {
+        router = router.merge(api::router(app.clone()));
     }
     router
         .route("/ws", get(signaling::upgrade))

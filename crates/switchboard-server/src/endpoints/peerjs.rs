@@ -42,6 +42,7 @@ use super::admitted::{refuse, LenientAdmitted};
 use crate::app::App;
 use crate::broker::shown;
 use crate::connection::{serve, Connection, Departure, Handler, Pending};
+use crate::hub::activity::LeftReason;
 use crate::hub::room::Flavor;
 use crate::hub::{Hub, JoinError, Joiner, RelayError};
 use crate::outbox::Outbox;
@@ -382,7 +383,7 @@ impl Handler for Peer {
         for (_, contact) in self.contacts.drain(..) {
             self.app.hub.unfollow(&contact.mailbox);
         }
-        self.app.hub.disconnect(self.id, std::mem::take(&mut self.rooms));
+        self.app.hub.disconnect(self.id, std::mem::take(&mut self.rooms), LeftReason::Disconnected);
         self.gone.notify_waiters();
         debug!(peer = %self.name, "PeerJS peer disconnected");
     }

@@ -28,15 +28,18 @@ use tracing::{debug, info};
 use super::admitted::Admitted;
 use crate::app::App;
 use crate::auth::{Identity, TokenError, ANONYMOUS};
-use crate::broker::{shown, BrokerError, Shown};
+use crate::broker::{meta_of, shown, BrokerError, Shown};
 use crate::connection::{Connection, Departure, Handler, Pending};
+use crate::hub::activity::LeftReason;
 use crate::hub::room::{validate_name, Flavor};
 use crate::hub::{JoinError, Joiner, RelayError};
 use crate::outbox::Outbox;
 use crate::peer_id::PeerId;
 use crate::rate_limit::Limit;
 use crate::resume::SessionState;
+use crate::settings::HookFailure;
 use crate::telemetry::metrics::Endpoint;
+use crate::webhooks::join_hook::HookVerdict;
 use crate::websocket::{Socket, WebSocketUpgrade};
 
 /// Frames up to this many times `max-message-size` are read and answered with
@@ -93,9 +96,10 @@ async fn set_up(
     };
     let resumed = match claimed {
         // A session whose queue overflowed while it was away lost messages: it
-        // cannot be resumed as if nothing happened.
-        Some(state) if state.outbox.is_overflowed() => {
-            app.hub.disconnect(state.id, state.rooms);
+        // cannot be resumed as if nothing happened. One the server removed is over.
+        Some(state) if state.outbox.is_overflowed() || state.outbox.is_removed() => {
+            let reason = if state.outbox.is_removed() { LeftReason::Kicked } else { LeftReason::Disconnected };
+            app.hub.disconnect(state.id, state.rooms, reason);
             None
         }
         other => other,
@@ -147,7 +151,7 @@ async fn expire(app: Arc<App>, token: crate::resume::ResumeToken) {
     if let Some(state) = app.sessions.expire(token) {
         debug!(peer = %state.id, "resume grace period over");
         app.metrics.resume_expired.increment(1);
-        app.hub.disconnect(state.id, state.rooms);
+        app.hub.disconnect(state.id, state.rooms, LeftReason::TimedOut);
     }
 }
 
@@ -303,11 +307,19 @@ impl Handler for Session {
         self.send_error(ErrorCode::RateLimited, message, text.and_then(peek_rid));
     }
 
+    fn on_removed(&mut self, room: &str) {
+        if let Some(index) = self.rooms.iter().position(|r| **r == *room) {
+            self.app.hub.removed(self.rooms.remove(index));
+        }
+    }
+
     fn on_close(&mut self, departure: Departure) {
         let rooms = std::mem::take(&mut self.rooms);
+        // The server API may have removed the session just as its connection dropped.
+        let removed = self.outbox.is_removed();
         match (departure, self.resume) {
             // The client may come back: keep everything for it, for a while.
-            (Departure::Lost | Departure::TakenOver, Some(token)) => {
+            (Departure::Lost | Departure::TakenOver, Some(token)) if !removed => {
                 let state =
                     SessionState { id: self.id, identity: self.identity().clone(), outbox: self.outbox.clone(), rooms };
                 self.app.sessions.suspend(token, state);
@@ -318,7 +330,8 @@ impl Handler for Session {
                 if let Some(token) = token {
                     self.app.sessions.end(token);
                 }
-                self.app.hub.disconnect(self.id, rooms);
+                let reason = if removed { LeftReason::Kicked } else { LeftReason::Disconnected };
+                self.app.hub.disconnect(self.id, rooms, reason);
                 debug!(peer = %self.id, "signaling peer disconnected");
             }
         }
@@ -374,7 +387,28 @@ impl Session {
     }
 
     async fn join(&mut self, join: JoinRequest) {
-        let JoinRequest { room, shown, capacity, rid } = join;
+        let JoinRequest { room, mut shown, mut capacity, rid } = join;
+        if let Some(hook) = &self.app.join_hook {
+            let user = self.identity().user.clone();
+            match hook.ask(self.id.as_str(), user.as_deref(), &room, meta_of(&shown)).await {
+                HookVerdict::Allow { meta, capacity: hooked } => {
+                    if let Some(meta) = meta {
+                        shown = crate::broker::shown(user, Some(meta));
+                    }
+                    capacity = hooked.or(capacity);
+                }
+                HookVerdict::Deny(reason) => {
+                    self.send_error(ErrorCode::Forbidden, clip(&reason, 256), rid.as_deref());
+                    return;
+                }
+                HookVerdict::Unavailable(_) if hook.failure == HookFailure::Allow => {}
+                HookVerdict::Unavailable(_) => {
+                    let message = "the join hook did not answer; try again shortly";
+                    self.send_error(ErrorCode::Unavailable, message, rid.as_deref());
+                    return;
+                }
+            }
+        }
         let joiner =
             Joiner { id: self.id, outbox: &self.outbox, shown, capacity, seal: false, flavor: Flavor::Signaling };
         let refusal = match self.app.hub.join(joiner, &room, rid.as_deref()).await {

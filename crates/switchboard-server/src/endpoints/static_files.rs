@@ -31,7 +31,8 @@ pub async fn sdk(Path(file): Path<String>, headers: HeaderMap) -> Response {
     serve::<Sdk>(&file, &headers)
 }
 
-fn serve<Assets: RustEmbed>(path: &str, headers: &HeaderMap) -> Response {
+/// An embedded file, with an ETag and revalidation on every use.
+pub fn serve<Assets: RustEmbed>(path: &str, headers: &HeaderMap) -> Response {
     let Some(file) = Assets::get(path) else {
         return (StatusCode::NOT_FOUND, "not found").into_response();
     };

@@ -30,6 +30,7 @@ use super::admitted::{refuse, Admitted};
 use crate::app::App;
 use crate::auth::{Identity, ANONYMOUS};
 use crate::connection::{Connection, Departure, Handler, Pending};
+use crate::hub::activity::LeftReason;
 use crate::hub::room::Flavor;
 use crate::hub::{JoinError, Joiner};
 use crate::outbox::Outbox;
@@ -150,7 +151,7 @@ impl Handler for Subscriber {
 
     fn on_close(&mut self, _departure: Departure) {
         let rooms: Vec<Arc<str>> = self.topics.drain().collect();
-        self.app.hub.disconnect(self.id, rooms);
+        self.app.hub.disconnect(self.id, rooms, LeftReason::Disconnected);
         debug!(peer = %self.id, "y-webrtc client disconnected");
     }
 }
@@ -215,7 +216,7 @@ impl Subscriber {
         self.app.metrics.dropped(Endpoint::YWebrtc, Dropped::Limit);
         info!(peer = %self.id, max_topics, "y-webrtc: closing a connection that subscribed to too many topics");
         let rooms: Vec<Arc<str>> = self.topics.drain().collect();
-        self.app.hub.disconnect(self.id, rooms);
+        self.app.hub.disconnect(self.id, rooms, LeftReason::Disconnected);
         self.expelled = true;
         let close = CloseFrame { code: close_code::POLICY, reason: Utf8Bytes::from_static("too many topics") };
         // The socket sends nothing after a close frame; the client's answer ends the connection.

@@ -12,9 +12,10 @@ use serde_json::value::RawValue;
 use switchboard_protocol::server::encode;
 use switchboard_protocol::ErrorCode;
 
-use super::room::{Member, Recent, Room};
-use super::Hub;
-use crate::broker::{Listed, RoomEvent, RoomEvents, Undelivered};
+use super::activity::{Activity, LeftReason};
+use super::room::{Flavor, Member, Recent, Room};
+use super::{server_sender, Hub};
+use crate::broker::{Command, Listed, NodeInfo, RoomEvent, RoomEvents, Undelivered};
 use crate::peer_id::PeerId;
 
 impl RoomEvents for Hub {
@@ -34,7 +35,7 @@ impl RoomEvents for Hub {
                 let remote = (member.node != self.node).then(|| Member::remote(member.node, member.shown));
                 if room.pending_joins > 0 {
                     let joined = remote.clone();
-                    room.recent.push(Recent { seq, peer, joined, left: false, frame: event.clone() });
+                    room.recent.push(Recent { seq, peer, joined, left: false, closed: false, frame: event.clone() });
                 }
                 if let (Some(member), false) = (remote, room.members.contains_key(&peer)) {
                     room.members.insert(peer, member);
@@ -51,11 +52,47 @@ impl RoomEvents for Hub {
                 }
                 let event = room.flavor.left_event(room_name, peer);
                 if room.pending_joins > 0 {
-                    room.recent.push(Recent { seq, peer, joined: None, left: true, frame: event.clone() });
+                    room.recent.push(Recent {
+                        seq,
+                        peer,
+                        joined: None,
+                        left: true,
+                        closed: false,
+                        frame: event.clone(),
+                    });
                 }
                 if let Some(event) = &event {
                     self.fan_out(&room, Some(peer), event, "peer-left", Some(seq));
                     room.notify_observers(event);
+                }
+            }
+            RoomEvent::Closed { seq } => {
+                let had_local = room.members.values().any(Member::is_local);
+                let closed = room_closed(room_name, room.flavor);
+                let gone: Vec<PeerId> =
+                    room.members.iter().filter(|(_, m)| !m.is_local() || m.since < seq).map(|(id, _)| *id).collect();
+                for id in &gone {
+                    if let Some(Member { location: super::room::Location::Local(outbox), .. }) =
+                        room.members.shift_remove(id)
+                    {
+                        outbox.remove_from(room_name.into(), Message::Text(closed.clone()));
+                        self.metrics.messages_out("room-closed", 1);
+                    }
+                    if let Some(event) = room.flavor.left_event(room_name, *id) {
+                        room.notify_observers(&event);
+                    }
+                }
+                if had_local && !room.members.values().any(Member::is_local) {
+                    self.metrics.rooms.decrement(1.0);
+                }
+                if room.pending_joins > 0 {
+                    let peer = server_sender();
+                    room.recent.push(Recent { seq, peer, joined: None, left: false, closed: true, frame: None });
+                }
+                let unused = room.is_unused();
+                drop(room);
+                if unused {
+                    self.rooms.remove_if(room_name, |_, room| room.is_unused());
                 }
             }
             RoomEvent::Broadcast { node, sender, frame } => {
@@ -88,7 +125,7 @@ impl RoomEvents for Hub {
                     .members
                     .iter()
                     .filter(|(_, m)| m.is_local())
-                    .map(|(id, m)| Listed { id: *id, node: self.node, shown: m.shown.clone() })
+                    .map(|(id, m)| self.listed(*id, m.shown.clone()))
                     .collect();
                 (room.key().clone(), members)
             })
@@ -122,6 +159,50 @@ impl RoomEvents for Hub {
         missing
     }
 
+    fn reaped(&self, room: &str, members: Vec<Listed>, emptied: bool) {
+        for member in &members {
+            self.tell(Activity::PeerLeft { room, member, reason: LeftReason::NodeLost });
+        }
+        if emptied {
+            self.tell(Activity::RoomFinished { room });
+        }
+    }
+
+    fn command(&self, peer: PeerId, command: &Command) -> bool {
+        let Some(outbox) = self.peers.get(&peer).map(|outbox| outbox.clone()) else {
+            return false;
+        };
+        match command {
+            Command::Send(frame) => {
+                // A queue that overflows closes the peer as a slow consumer: it is still "sent".
+                let _ = outbox.push(Message::Text(frame.as_str().into()));
+                self.metrics.messages_out("server-message", 1);
+            }
+            Command::Remove(removal) => {
+                outbox.remove(removal.clone());
+                // A session waiting for a resume has no connection to close: end it here.
+                if let Some(rooms) = self.suspended.get().and_then(|suspended| suspended.end(peer)) {
+                    if let Some(hub) = self.me() {
+                        hub.disconnect(peer, rooms, LeftReason::Kicked);
+                    }
+                }
+            }
+        }
+        true
+    }
+
+    fn node_info(&self) -> NodeInfo {
+        NodeInfo {
+            id: self.node,
+            address: self.address.get().cloned().unwrap_or_default(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            started: self.started,
+            connections: self.peers.len() as u64,
+            rooms: self.rooms.iter().filter(|room| room.members.values().any(Member::is_local)).count() as u64,
+            messages_in: self.metrics.received(),
+        }
+    }
+
     fn forget(&self, room_name: &str, gone: &[PeerId]) {
         let Some(mut room) = self.rooms.get_mut(room_name) else { return };
         for id in gone {
@@ -134,6 +215,13 @@ impl RoomEvents for Hub {
             }
         }
     }
+}
+
+/// What the members of a closed room are told.
+pub(super) fn room_closed(room: &str, _flavor: Flavor) -> Utf8Bytes {
+    // The dialects' rooms are never closed by the server API (their names are
+    // not native names), so every closed room speaks the native protocol.
+    encode::room_closed(room).into()
 }
 
 impl Hub {

@@ -18,22 +18,27 @@
 //! room as of its own join's number and then only later events (see
 //! [`room::Member::since`]), including those that raced its join.
 
+pub mod activity;
 pub mod mirror;
 pub mod room;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock, Weak};
 
 use axum::extract::ws::{Message, Utf8Bytes};
 use dashmap::DashMap;
 use futures_util::FutureExt;
 use serde_json::value::RawValue;
 use switchboard_protocol::server::encode::{self, PeerRef};
+use switchboard_protocol::server::SERVER_SENDER;
 use tokio::sync::{broadcast, Notify};
 
-use crate::broker::{meta_of, user_of, Broker, BrokerError, Listed, Shown, Verdict};
+use crate::broker::{
+    meta_of, now_ms, user_of, Broker, BrokerError, Command, Listed, NodeInfo, RoomEvents, Shown, Vacated, Verdict,
+};
 use crate::outbox::Outbox;
 use crate::peer_id::{NodeId, PeerId};
 use crate::telemetry::metrics::Metrics;
+use activity::{is_told, Activity, LeftReason, Listener, Suspended};
 use room::{Flavor, Location, Member, Room};
 
 /// Why a join was refused.
@@ -94,6 +99,22 @@ pub struct Hub {
     broker: Arc<dyn Broker>,
     node: NodeId,
     metrics: Arc<Metrics>,
+    /// Hears the life of the rooms (webhooks), if anyone does.
+    listener: OnceLock<Arc<dyn Listener>>,
+    /// Keeps the sessions suspended for a resume, if the server resumes any.
+    suspended: OnceLock<Arc<dyn Suspended>>,
+    /// The address the server listens on, once bound.
+    address: OnceLock<String>,
+    /// When the hub started (ms since the epoch).
+    started: u64,
+    /// Itself, for the work its calls leave running.
+    me: Weak<Hub>,
+}
+
+/// The sender id a broadcast from the server API travels under between nodes:
+/// no peer has it (ids are random), so it is excluded from nobody.
+fn server_sender() -> PeerId {
+    PeerId::from_bits([0; 16])
 }
 
 impl Hub {
@@ -101,9 +122,62 @@ impl Hub {
     /// receiver of its events.
     pub fn start(broker: Arc<dyn Broker>, metrics: Arc<Metrics>) -> Arc<Hub> {
         let node = broker.node();
-        let hub = Arc::new(Hub { peers: DashMap::new(), rooms: DashMap::new(), broker: broker.clone(), node, metrics });
+        let hub = Arc::new_cyclic(|me| Hub {
+            me: me.clone(),
+            peers: DashMap::new(),
+            rooms: DashMap::new(),
+            broker: broker.clone(),
+            node,
+            metrics,
+            listener: OnceLock::new(),
+            suspended: OnceLock::new(),
+            address: OnceLock::new(),
+            started: now_ms(),
+        });
         broker.start(hub.clone());
         hub
+    }
+
+    fn me(&self) -> Option<Arc<Hub>> {
+        self.me.upgrade()
+    }
+
+    /// Sets who hears the life of the rooms (once).
+    pub fn set_listener(&self, listener: Arc<dyn Listener>) {
+        let _ = self.listener.set(listener);
+    }
+
+    /// Sets who keeps suspended sessions (once).
+    pub fn set_suspended(&self, suspended: Arc<dyn Suspended>) {
+        let _ = self.suspended.set(suspended);
+    }
+
+    /// Records the address the server listens on, for the server API.
+    pub fn set_address(&self, address: String) {
+        let _ = self.address.set(address);
+    }
+
+    /// Tells the listener, for native rooms.
+    fn tell(&self, activity: Activity<'_>) {
+        let room = match activity {
+            Activity::RoomStarted { room }
+            | Activity::RoomFinished { room }
+            | Activity::PeerJoined { room, .. }
+            | Activity::PeerLeft { room, .. } => room,
+        };
+        if let (Some(listener), true) = (self.listener.get(), is_told(room)) {
+            listener.heard(activity);
+        }
+    }
+
+    /// Tells the listener that `member` left `room` (and the room finished, if it did).
+    fn tell_left(&self, room: &str, member: &Listed, reason: LeftReason, vacated: Vacated) {
+        if vacated.removed {
+            self.tell(Activity::PeerLeft { room, member, reason });
+        }
+        if vacated.emptied {
+            self.tell(Activity::RoomFinished { room });
+        }
     }
 
     /// The broker the hub runs over.
@@ -125,18 +199,25 @@ impl Hub {
 
     /// Removes a peer from its rooms and from the hub. Its rooms are told now if
     /// the broker can say so at once (in memory), or as soon as it has (Redis).
-    pub fn disconnect(&self, id: PeerId, rooms: Vec<Arc<str>>) {
-        rooms.iter().for_each(|room| {
-            self.leave_here(id, room);
-        });
+    pub fn disconnect(&self, id: PeerId, rooms: Vec<Arc<str>>, reason: LeftReason) {
+        let left: Vec<(Arc<str>, Option<Listed>)> = rooms
+            .into_iter()
+            .map(|room| {
+                let member = self.leave_here(id, &room).map(|m| self.listed(id, m.shown));
+                (room, member)
+            })
+            .collect();
         if self.peers.remove(&id).is_some() {
             self.metrics.peers.decrement(1.0);
         }
-        let broker = self.broker.clone();
+        let Some(hub) = self.me() else { return };
         let mut departures = async move {
-            for room in rooms {
-                broker.leave(&room, id).await;
-                broker.release(room);
+            for (room, member) in left {
+                let vacated = hub.broker.leave(&room, id).await;
+                if let Some(member) = &member {
+                    hub.tell_left(&room, member, reason, vacated);
+                }
+                hub.broker.release(room);
             }
         }
         .boxed();
@@ -155,10 +236,14 @@ impl Hub {
         // Hearing the room before the join is published: no event after it is missed.
         self.broker.acquire(room).await.map_err(JoinError::Unavailable)?;
         self.prepare(room, flavor);
-        let member = Listed { id, node: self.node, shown };
+        let member = Listed { id, node: self.node, shown, joined: now_ms() };
         let verdict = self.broker.join(room, &member, capacity, seal).await;
         let refusal = match verdict {
-            Ok(Verdict::Admitted { capacity, seq, members }) => {
+            Ok(Verdict::Admitted { capacity, seq, members, created }) => {
+                if created {
+                    self.tell(Activity::RoomStarted { room });
+                }
+                self.tell(Activity::PeerJoined { room, member: &member });
                 self.admit(member, outbox, room, capacity, seq, members, rid);
                 return Ok(());
             }
@@ -174,12 +259,54 @@ impl Hub {
     /// Removes `id` from `room`; the others hear `peer-left` through the
     /// room's events. Returns whether it was a member.
     pub async fn leave(&self, id: PeerId, room: &Arc<str>) -> bool {
-        if !self.leave_here(id, room) {
+        let Some(member) = self.leave_here(id, room) else {
             return false;
-        }
-        self.broker.leave(room, id).await;
+        };
+        let vacated = self.broker.leave(room, id).await;
+        self.tell_left(room, &self.listed(id, member.shown), LeftReason::Left, vacated);
         self.broker.release(room.clone());
         true
+    }
+
+    /// A local member as the broker would list it.
+    fn listed(&self, id: PeerId, shown: Shown) -> Listed {
+        Listed { id, node: self.node, shown, joined: 0 }
+    }
+
+    /// Sends `data` to every member of `room`, on every node, as a broadcast
+    /// from the server (`"from":"server"`). Returns how many local members took it.
+    pub fn broadcast_from_server(&self, room: &str, data: &RawValue) -> Result<usize, BrokerError> {
+        let frame = Utf8Bytes::from(encode::broadcast(SERVER_SENDER, room, data));
+        self.broadcast(server_sender(), room, frame, true)
+    }
+
+    /// Carries out `command` for `peer`, here or on its node; returns whether
+    /// the peer was found.
+    pub async fn command(&self, peer: PeerId, command: &Command) -> Result<bool, BrokerError> {
+        if RoomEvents::command(self, peer, command) {
+            return Ok(true);
+        }
+        self.broker.command(peer, command).await
+    }
+
+    /// Closes `room` on every node: its members are told `room-closed` and are
+    /// out of it. Returns whether it had members.
+    pub async fn close_room(&self, room: &Arc<str>) -> Result<bool, BrokerError> {
+        let removed = self.broker.close(room).await?;
+        for member in &removed {
+            self.tell(Activity::PeerLeft { room, member, reason: LeftReason::RoomClosed });
+        }
+        if !removed.is_empty() {
+            self.tell(Activity::RoomFinished { room });
+        }
+        Ok(!removed.is_empty())
+    }
+
+    /// This node, and the others the broker knows, for the server API.
+    pub async fn nodes(&self) -> Result<Vec<NodeInfo>, BrokerError> {
+        let mut nodes = vec![self.node_info()];
+        nodes.extend(self.broker.nodes().await?);
+        Ok(nodes)
     }
 
     /// Routes a relay frame from `sender` to `target` if it shares one of
@@ -195,6 +322,10 @@ impl Hub {
             let Some(room) = self.rooms.get(room_name) else {
                 continue;
             };
+            // The server may have removed the sender from the room a moment ago.
+            if !room.members.contains_key(&sender) {
+                continue;
+            }
             match room.members.get(&target).map(|m| &m.location) {
                 // Counted by type by the caller, which knows it.
                 Some(Location::Local(outbox)) => {
@@ -363,25 +494,23 @@ impl Hub {
     }
 
     /// Removes a local member from a room here, silently: the room hears of it
-    /// from the broker. Returns whether it was a local member.
-    fn leave_here(&self, id: PeerId, room_name: &str) -> bool {
-        let unused = {
-            let Some(mut room) = self.rooms.get_mut(room_name) else {
-                return false;
-            };
+    /// from the broker. Returns the member, if it was a local one.
+    fn leave_here(&self, id: PeerId, room_name: &str) -> Option<Member> {
+        let (member, unused) = {
+            let mut room = self.rooms.get_mut(room_name)?;
             if !room.members.get(&id).is_some_and(Member::is_local) {
-                return false;
+                return None;
             }
-            room.members.shift_remove(&id);
+            let member = room.members.shift_remove(&id);
             if !room.members.values().any(Member::is_local) {
                 self.metrics.rooms.decrement(1.0);
             }
-            room.is_unused()
+            (member, room.is_unused())
         };
         if unused {
             self.rooms.remove_if(room_name, |_, room| room.is_unused());
         }
-        true
+        member
     }
 
     /// Notes that a local peer's join to `room` is being decided by the broker,
@@ -446,8 +575,15 @@ impl Hub {
         // Events newer than the snapshot that arrived while the broker decided:
         // they changed the room after the snapshot, and they are news to the newcomer.
         let recent = std::mem::take(&mut room.recent);
+        // The room was closed after this join was numbered: the newcomer is out too.
+        let mut closed = false;
         for event in &recent {
             if event.seq <= seq {
+                continue;
+            }
+            if event.closed {
+                room.members.retain(|_, m| m.is_local());
+                closed = true;
                 continue;
             }
             if event.left {
@@ -470,8 +606,22 @@ impl Hub {
         if room.pending_joins > 0 {
             room.recent = recent;
         }
+        if closed {
+            outbox.remove_from(room_name.clone(), Message::Text(mirror::room_closed(room_name, room.flavor)));
+            if !room.members.values().any(Member::is_local) {
+                self.metrics.rooms.decrement(1.0);
+            }
+            return;
+        }
         room.members.insert(id, Member::local(outbox.clone(), member.shown, seq));
         room.notify_arrival();
+    }
+
+    /// A local peer was removed from `room` by the server (its connection has
+    /// read the notice): the reason to hear the room that its join took is
+    /// given back.
+    pub fn removed(&self, room: Arc<str>) {
+        self.broker.release(room);
     }
 
     /// Queues `frame` for every local member but `except` that is to hear event

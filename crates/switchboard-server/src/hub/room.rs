@@ -133,6 +133,8 @@ pub struct Recent {
     pub joined: Option<Member>,
     /// Whether it was a leave.
     pub left: bool,
+    /// Whether the room was closed (everyone joined before `seq` is out).
+    pub closed: bool,
     /// The event as sent to members, if they are told.
     pub frame: Option<Utf8Bytes>,
 }

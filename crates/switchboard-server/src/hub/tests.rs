@@ -10,6 +10,7 @@ use switchboard_protocol::ServerMessage;
 use super::*;
 use crate::broker::memory::MemoryBroker;
 use crate::broker::{RoomEvent, RoomEvents};
+use crate::hub::activity::LeftReason;
 use crate::outbox::QueueLimits;
 
 fn memory_hub(max: u32) -> Arc<Hub> {
@@ -50,7 +51,7 @@ async fn join_leave_and_cleanup() {
         [ServerMessage::Joined { peers, capacity: Some(2), .. }] => assert_eq!(peers[0].id, a.as_str()),
         other => panic!("{other:?}"),
     }
-    hub.disconnect(b, vec![room.clone()]);
+    hub.disconnect(b, vec![room.clone()], LeftReason::Disconnected);
     assert!(matches!(&drain(&oa)[..], [ServerMessage::PeerLeft { id, .. }] if id == b.as_str()));
     assert!(hub.leave(a, &room).await);
     assert_eq!(hub.room_count(), 0, "an empty room is dropped");
@@ -172,8 +173,23 @@ impl Broker for Scripted {
         let verdict = self.verdicts.lock().unwrap().remove(0);
         future::ready(Ok(verdict)).boxed()
     }
-    fn leave<'a>(&'a self, _: &'a Arc<str>, _: PeerId) -> BoxFuture<'a, ()> {
-        future::ready(()).boxed()
+    fn leave<'a>(&'a self, _: &'a Arc<str>, _: PeerId) -> BoxFuture<'a, Vacated> {
+        future::ready(Vacated::default()).boxed()
+    }
+    fn rooms(&self) -> BoxFuture<'_, Result<Vec<crate::broker::RoomSummary>, BrokerError>> {
+        future::ready(Ok(Vec::new())).boxed()
+    }
+    fn room<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<Option<crate::broker::RoomDetail>, BrokerError>> {
+        future::ready(Ok(None)).boxed()
+    }
+    fn close<'a>(&'a self, _: &'a Arc<str>) -> BoxFuture<'a, Result<Vec<Listed>, BrokerError>> {
+        future::ready(Ok(Vec::new())).boxed()
+    }
+    fn command<'a>(&'a self, _: PeerId, _: &'a Command) -> BoxFuture<'a, Result<bool, BrokerError>> {
+        future::ready(Ok(false)).boxed()
+    }
+    fn nodes(&self) -> BoxFuture<'_, Result<Vec<NodeInfo>, BrokerError>> {
+        future::ready(Ok(Vec::new())).boxed()
     }
     fn members<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<Vec<Listed>, BrokerError>> {
         future::ready(Ok(Vec::new())).boxed()
@@ -193,7 +209,7 @@ impl Broker for Scripted {
 }
 
 fn remote(id: PeerId, node: NodeId) -> Listed {
-    Listed { id, node, shown: None }
+    Listed { id, node, shown: None, joined: 0 }
 }
 
 #[tokio::test]
@@ -202,7 +218,8 @@ async fn a_newcomer_hears_only_events_after_its_join_and_those_that_raced_it() {
     let (old, late, newcomer) = (PeerId::random(), PeerId::random(), PeerId::random());
     // The join is admitted at seq 5, with a snapshot that predates `late`...
     let listed = vec![remote(old, there)];
-    let (hub, broker) = Scripted::hub(vec![Verdict::Admitted { capacity: None, seq: 5, members: listed }]);
+    let (hub, broker) =
+        Scripted::hub(vec![Verdict::Admitted { capacity: None, seq: 5, members: listed, created: false }]);
     // ...while the event stream brings an event newer than the snapshot (seq 6).
     broker.during_next_join(move |events| {
         events.apply("r", RoomEvent::Joined { seq: 6, member: remote(late, there), restored: false })
@@ -227,12 +244,59 @@ async fn a_newcomer_hears_only_events_after_its_join_and_those_that_raced_it() {
     assert!(hub.relay(newcomer, rooms, old, "{}".into()).is_ok());
 }
 
+/// A room closed while a join to it was being decided: the join was numbered
+/// before the close, so the newcomer is told `joined`, then `room-closed`, and
+/// is not left behind as a member.
+#[tokio::test]
+async fn a_join_that_races_a_close_ends_out_of_the_room() {
+    let there = NodeId::random();
+    let (old, newcomer) = (PeerId::random(), PeerId::random());
+    let listed = vec![remote(old, there)];
+    let (hub, broker) =
+        Scripted::hub(vec![Verdict::Admitted { capacity: None, seq: 5, members: listed, created: false }]);
+    broker.during_next_join(move |events| events.apply("r", RoomEvent::Closed { seq: 6 }));
+    let room: Arc<str> = "r".into();
+    let outbox = outbox();
+    hub.connect(newcomer, outbox.clone());
+    hub.join(joiner(newcomer, &outbox, None), &room, None).await.unwrap();
+    assert!(
+        matches!(&drain(&outbox)[..], [ServerMessage::Joined { .. }, ServerMessage::RoomClosed { room }] if room == "r")
+    );
+    assert_eq!(outbox.take_notices().0, vec![room.clone()], "its connection is told to drop the room");
+    assert_eq!(hub.member_count("r"), 0, "nobody is left: not the newcomer, not the mirror");
+    assert!(hub.relay(newcomer, std::slice::from_ref(&room), old, "{}".into()).is_err());
+}
+
+/// A close removes everyone who joined before it, on every node, and nobody
+/// who joined after.
+#[tokio::test]
+async fn a_close_removes_the_members_it_numbered() {
+    let hub = memory_hub(1000);
+    let room: Arc<str> = "r".into();
+    let (a, b) = (PeerId::random(), PeerId::random());
+    let (oa, ob) = (outbox(), outbox());
+    hub.connect(a, oa.clone());
+    hub.connect(b, ob.clone());
+    hub.join(joiner(a, &oa, None), &room, None).await.unwrap();
+    hub.join(joiner(b, &ob, None), &room, None).await.unwrap();
+    drain(&oa);
+    drain(&ob);
+    assert!(hub.close_room(&room).await.unwrap());
+    for outbox in [&oa, &ob] {
+        assert!(matches!(&drain(outbox)[..], [ServerMessage::RoomClosed { .. }]), "no peer-left for each other");
+        assert_eq!(outbox.take_notices().0.len(), 1);
+    }
+    assert_eq!(hub.room_count(), 0);
+    assert!(!hub.close_room(&room).await.unwrap(), "nothing left to close");
+    hub.join(joiner(a, &oa, None), &room, None).await.expect("a fresh room under the name");
+}
+
 #[tokio::test]
 async fn a_restored_peer_is_not_announced_twice_and_departures_wait_for_confirmation() {
     let there = NodeId::random();
     let (me, kept, gone) = (PeerId::random(), PeerId::random(), PeerId::random());
     let members = vec![remote(kept, there), remote(gone, there)];
-    let (hub, broker) = Scripted::hub(vec![Verdict::Admitted { capacity: None, seq: 3, members }]);
+    let (hub, broker) = Scripted::hub(vec![Verdict::Admitted { capacity: None, seq: 3, members, created: false }]);
     let room: Arc<str> = "r".into();
     let outbox = outbox();
     hub.connect(me, outbox.clone());

@@ -6,6 +6,7 @@
 //! error codes, endpoints), never client-controlled strings, so a client cannot
 //! blow up the number of series.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
 use metrics::{counter, gauge, Counter, Gauge};
@@ -113,8 +114,10 @@ const INBOUND_TYPES: [&str; 12] = [
     "invalid",
 ];
 /// Server message types as counted.
-const OUTBOUND_TYPES: [&str; 15] = [
+const OUTBOUND_TYPES: [&str; 17] = [
     "welcome",
+    "room-closed",
+    "server-message",
     "joined",
     "peer-joined",
     "peer-left",
@@ -169,6 +172,9 @@ pub struct Metrics {
     pub resumes: Counter,
     /// Suspended sessions whose grace period ran out.
     pub resume_expired: Counter,
+    /// Client messages received, all types: what the server API shows as a
+    /// node's load (the Prometheus counters cannot be read back).
+    received: AtomicU64,
 }
 
 /// Why connections are refused before they are accepted.
@@ -213,6 +219,7 @@ impl Metrics {
             broker_reaped_peers: counter!("switchboard_broker_reaped_peers_total"),
             resumes: counter!("switchboard_resumes_total"),
             resume_expired: counter!("switchboard_resume_expired_total"),
+            received: AtomicU64::new(0),
         }
     }
 
@@ -243,6 +250,12 @@ impl Metrics {
         let label = type_name.unwrap_or("invalid");
         let index = INBOUND_TYPES.iter().position(|t| *t == label).unwrap_or(INBOUND_TYPES.len() - 1);
         self.messages_in[index].increment(1);
+        self.received.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Client messages received since the process started.
+    pub fn received(&self) -> u64 {
+        self.received.load(Ordering::Relaxed)
     }
 
     /// Counts `n` server messages of one type.
