@@ -17,6 +17,13 @@ export type RelayType = "sdp" | "ice-candidate" | "offer" | "answer" | "candidat
 /** Error codes the server sends (docs/protocol.md). */
 export declare const ERROR_CODES: readonly ServerErrorCode[];
 
+/**
+ * The reserved sender of broadcasts from the app's backend (the server API's
+ * `POST /api/v1/rooms/{room}/broadcast`): a {@link BroadcastEvent} with this
+ * `from` came from the server, not a peer. No peer id is ever "server".
+ */
+export declare const SERVER_SENDER: "server";
+
 /** Error codes the client itself rejects requests with. */
 export declare const CLIENT_ERROR_CODES: readonly ClientErrorCode[];
 
@@ -45,7 +52,8 @@ export type ServerErrorCode =
   | "forbidden"
   | "rate-limited"
   | "unexpected-message"
-  | "unavailable";
+  | "unavailable"
+  | "unknown-room";
 
 /** The client's own error codes. */
 export type ClientErrorCode = "timeout" | "disconnected" | "closed" | "not-connected" | "cancelled";
@@ -145,9 +153,16 @@ export interface RoomState {
 export interface StateEvent {
   state: ConnectionState;
   previous: ConnectionState;
-  /** WebSocket close code that caused the change, when there was one. */
+  /**
+   * WebSocket close code that caused the change, when there was one. A
+   * "closed" state with code 4003 (or another 4000-4999 code but 4001, as the
+   * app's backend chose) means the server removed this peer: final, no resume
+   * and no reconnect; `reason` is the server's text for the user.
+   */
   code?: number;
   reason?: string;
+  /** True on the "closed" state when the server removed this peer (see `code`). */
+  removed?: boolean;
   /** Reconnect attempt number (1-based) and the delay before it, for "reconnecting". */
   attempt?: number;
   delay?: number;
@@ -184,8 +199,12 @@ export interface JoinedEvent {
 
 export interface LeftEvent {
   rooms: string[];
-  /** Why: `leave()`, `close()`, the connection dropped without reconnect, or a rejoin was refused. */
-  reason: "leave" | "closed" | "disconnected" | "rejoin-failed";
+  /**
+   * Why: `leave()`, `close()`, the connection dropped without reconnect, a
+   * rejoin was refused, the server closed the room (after `room-closed`), or
+   * the server removed this peer (close code 4003).
+   */
+  reason: "leave" | "closed" | "disconnected" | "rejoin-failed" | "room-closed" | "removed";
   error?: SwitchboardError;
 }
 
@@ -209,8 +228,19 @@ export interface PeerLeftEvent {
 }
 
 export interface BroadcastEvent {
+  /** The sender's peer id, or {@link SERVER_SENDER} ("server") for a broadcast from the app's backend. */
   from: string;
   room: string;
+  data: Json;
+}
+
+/** The server closed a room we were in: we are no longer in it (no `peer-left` for its members). */
+export interface RoomClosedEvent {
+  room: string;
+}
+
+/** A message to this peer from the app's backend (the server API's `POST /api/v1/peers/{id}/send`). */
+export interface ServerMessageEvent {
   data: Json;
 }
 
@@ -244,6 +274,10 @@ export interface ClientEventMap {
   "peer-left": PeerLeftEvent;
   relay: RelayMessage;
   broadcast: BroadcastEvent;
+  /** The server closed a room we were in; a `left` event with reason "room-closed" follows. */
+  "room-closed": RoomClosedEvent;
+  /** A message from the app's backend. */
+  "server-message": ServerMessageEvent;
   /** Server errors not tied to a pending request, and refused rejoins. */
   error: SwitchboardError;
   /** Every frame from the server. */
@@ -360,7 +394,7 @@ export interface MeshPeerEvent {
 
 export interface MeshPeerRemovedEvent {
   peer: MeshPeer;
-  /** "left": the peer left; "reconnect": gone after a signaling reconnect; "leave"/"closed": we left; "replaced": a new connection superseded it. */
+  /** "left": the peer left; "reconnect": gone after a signaling reconnect; "leave"/"closed": we left (or are out of the room: closed by the server, or removed); "replaced": a new connection superseded it. */
   reason: "left" | "reconnect" | "leave" | "closed" | "replaced";
 }
 

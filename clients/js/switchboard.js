@@ -36,8 +36,15 @@ export const ERROR_CODES = Object.freeze(
     "rate-limited",
     "unexpected-message",
     "unavailable",
+    "unknown-room",
   ]),
 );
+
+/**
+ * The `from` of a broadcast sent by the app's backend through the server API
+ * (`POST /api/v1/rooms/{room}/broadcast`). Reserved: no peer id is ever "server".
+ */
+export const SERVER_SENDER = "server";
 
 /** Error codes the client itself rejects requests with. */
 export const CLIENT_ERROR_CODES = Object.freeze(
@@ -174,6 +181,21 @@ export function signalingUrl(path = "/ws") {
  */
 export function isPolite(localId, remoteId) {
   return String(localId) < String(remoteId);
+}
+
+/** Another connection resumed this session (docs/protocol.md). */
+const CLOSE_TAKEN_OVER = 4001;
+
+/**
+ * Whether a close code from the server ends the session for good: the server
+ * API removed this peer (`DELETE /api/v1/peers/{id}`: 4003 by default, or the
+ * 4000-4999 code the app chose). Its session cannot be resumed, and
+ * reconnecting would only bring back the peer the app just removed. 4001
+ * (another connection resumed this session) is not one of them.
+ * @param {number} code
+ */
+function isRemoval(code) {
+  return code >= 4000 && code <= 4999 && code !== CLOSE_TAKEN_OVER;
 }
 
 const CLIENT_DEFAULTS = {
@@ -421,7 +443,7 @@ export class SwitchboardClient extends Emitter {
       if (this.#ws === ws) this.#onMessage(event.data);
     };
     ws.onclose = (event) => {
-      if (this.#ws === ws) this.#onClose(event.code, event.reason);
+      if (this.#ws === ws) this.#onClose(event.code, event.reason, true);
     };
     ws.onerror = () => {
       // A close event follows; nothing to do here.
@@ -471,8 +493,15 @@ export class SwitchboardClient extends Emitter {
     this.#onClose(code, reason);
   }
 
-  #onClose(code, reason) {
+  /**
+   * @param {number} code
+   * @param {string} reason
+   * @param {boolean} [fromServer] the socket's own close event (not a drop we decided on)
+   */
+  #onClose(code, reason, fromServer = false) {
     this.#detach();
+    const removed = fromServer && !this.#closing && isRemoval(code);
+    if (removed) this.#resumeToken = null; // the server ended the session
     if (this.#resumeToken && this.#opts.reconnect && !this.#closing) {
       // The session may resume, and with it the replies to these requests:
       // hold them until the next welcome says whether it did.
@@ -481,12 +510,18 @@ export class SwitchboardClient extends Emitter {
       this.#settleInFlight();
     }
     if (this.#closing) return;
-    if (!this.#opts.reconnect) {
-      this.#failAll("disconnected", "the connection closed");
+    if (removed || !this.#opts.reconnect) {
+      // For good: no resume, no reconnect. A removal's code and reason reach
+      // the app in the `state` event ("closed").
+      globalThis.removeEventListener?.("online", this.#onOnline);
+      const message = removed
+        ? `removed by the server (${code}${reason ? `: ${reason}` : ""})`
+        : "the connection closed";
+      this.#failAll("disconnected", message);
       const rooms = [...this.#rooms.keys()];
       this.#rooms.clear();
-      if (rooms.length) this.emit("left", { rooms, reason: "disconnected" });
-      this.#setState("closed", { code, reason });
+      if (rooms.length) this.emit("left", { rooms, reason: removed ? "removed" : "disconnected" });
+      this.#setState("closed", { code, reason, ...(removed ? { removed: true } : {}) });
       return;
     }
     const attempt = this.#attempt++;
@@ -582,7 +617,12 @@ export class SwitchboardClient extends Emitter {
       case "peer-left":
         return this.#onPeerLeft(msg);
       case "broadcast":
+        // `from` is a peer id, or SERVER_SENDER for the app's backend.
         return this.emit("broadcast", { from: msg.from, room: msg.room, data: msg.data });
+      case "room-closed":
+        return this.#onRoomClosed(msg);
+      case "server-message":
+        return this.emit("server-message", { data: msg.data });
       default:
         if (RELAY.has(msg.type) || typeof msg.from === "string") this.emit("relay", msg);
     }
@@ -719,6 +759,11 @@ export class SwitchboardClient extends Emitter {
     }
     this.#pending.delete(msg.rid);
     clearTimeout(entry.timer);
+    if (entry.kind === "leave" && error.code === "not-in-room" && entry.rooms.length) {
+      // The server closed the room (`room-closed`) before our leave reached it: left either way.
+      entry.resolve({ type: "left", rooms: entry.rooms });
+      return;
+    }
     if (entry.kind === "rejoin") {
       // The room could not be rejoined (e.g. it filled up meanwhile).
       const room = this.#rooms.get(entry.room);
@@ -737,6 +782,16 @@ export class SwitchboardClient extends Emitter {
     const room = this.#rooms.get(msg.room);
     if (room) room.peers.set(id, { id, meta: msg.meta });
     this.emit("peer-joined", { id, room: msg.room, meta: msg.meta });
+  }
+
+  /** The server closed a room we are in: we are out of it, its members did not leave. */
+  #onRoomClosed(msg) {
+    const name = msg.room;
+    if (typeof name !== "string") return;
+    // Already forgotten (we left it ourselves meanwhile): nothing to tell.
+    if (!this.#rooms.delete(name)) return;
+    this.emit("room-closed", { room: name });
+    this.emit("left", { rooms: [name], reason: "room-closed" });
   }
 
   #onPeerLeft(msg) {

@@ -10,6 +10,7 @@ import {
   SwitchboardClient,
   SwitchboardError,
   PeerMesh,
+  SERVER_SENDER,
   backoffDelay,
   isPolite,
   signalingUrl,
@@ -39,9 +40,9 @@ class FakeSocket {
   push(msg) {
     this.onmessage?.({ data: JSON.stringify(msg) });
   }
-  drop(code = 1006) {
+  drop(code = 1006, reason = "") {
     this.closed = true;
-    this.onclose?.({ code, reason: "" });
+    this.onclose?.({ code, reason });
   }
   last(type) {
     return [...this.sent].reverse().find((m) => m.type === type);
@@ -336,6 +337,206 @@ test("a missing pong drops the connection and reconnects", async () => {
   await until(() => FakeSocket.all.length === 2, "reconnect after heartbeat timeout", 1000);
   assert.ok(ws.closed);
   client.close();
+});
+
+// ---------------------------------------------------------------------------
+// Frames from the app's backend (the server API): room-closed, server-message,
+// broadcasts from "server", and removal (close 4003)
+
+/** Joins `room` on `ws` with `peers` already there. */
+async function joinRoom(client, ws, room, peers = []) {
+  const p = client.join(room);
+  ws.push({ type: "joined", room, peers: peers.map((id) => ({ id })), rid: ws.last("join").rid });
+  return p;
+}
+
+/** Records every client event of these types, in order, as [type, event]. */
+function record(client, types) {
+  const events = [];
+  for (const type of types) client.on(type, (e) => events.push([type, e]));
+  return events;
+}
+
+test("room-closed drops the room and its peers without a peer-left each; joining again works", async (t) => {
+  FakePC.all = [];
+  const client = makeClient();
+  t.after(() => client.close());
+  const ws = await connected(client, "me", { resume: "t1" });
+  await joinRoom(client, ws, "call", ["b", "c"]);
+  await joinRoom(client, ws, "lobby", ["b"]);
+  const mesh = new PeerMesh(client, { room: "call", RTCPeerConnection: FakePC, dataChannels: [] });
+  const removed = [];
+  mesh.on("peer-removed", (e) => removed.push([e.peer.id, e.reason]));
+  assert.deepEqual([...mesh.peers.keys()], ["b", "c"]);
+  const events = record(client, ["room-closed", "left", "peer-left", "relay", "error"]);
+
+  ws.push({ type: "room-closed", room: "call" });
+  assert.deepEqual(events, [
+    ["room-closed", { room: "call" }],
+    ["left", { rooms: ["call"], reason: "room-closed" }],
+  ]);
+  assert.ok(!client.rooms.has("call"));
+  assert.deepEqual(client.peers("call"), []);
+  assert.deepEqual(client.peers("lobby"), [{ id: "b", meta: undefined }], "other rooms are untouched");
+  assert.equal(client.state, "open");
+  assert.deepEqual(removed.sort(), [["b", "leave"], ["c", "leave"]], "the mesh closed its connections");
+  assert.ok(FakePC.all.every((pc) => pc.closed));
+
+  // A second one for the same room (or one for a room we left) says nothing.
+  ws.push({ type: "room-closed", room: "call" });
+  assert.equal(events.length, 2);
+
+  // Joining the room again is a fresh join, and the mesh follows it.
+  const again = client.join("call");
+  const join = ws.last("join");
+  assert.equal(join.room, "call");
+  ws.push({ type: "joined", room: "call", peers: [{ id: "d" }], rid: join.rid });
+  const result = await again;
+  assert.equal(result.rejoin, false);
+  assert.deepEqual(client.peers("call"), [{ id: "d", meta: undefined }]);
+  assert.deepEqual([...mesh.peers.keys()], ["d"]);
+  mesh.close();
+  client.close();
+});
+
+test("a closed room is not rejoined after a reconnect", async (t) => {
+  const client = makeClient();
+  t.after(() => client.close());
+  const ws1 = await connected(client, "old");
+  await joinRoom(client, ws1, "a");
+  await joinRoom(client, ws1, "b");
+  ws1.push({ type: "room-closed", room: "a" });
+  ws1.drop();
+  await until(() => FakeSocket.all.length === 2, "second socket");
+  const ws2 = newSocket();
+  ws2.push({ type: "welcome", id: "new" });
+  assert.deepEqual(
+    ws2.sent.filter((m) => m.type === "join").map((m) => m.room),
+    ["b"],
+  );
+  client.close();
+});
+
+test("a leave that crosses the server's room-closed still resolves", async (t) => {
+  const client = makeClient();
+  t.after(() => client.close());
+  const ws = await connected(client);
+  await joinRoom(client, ws, "r");
+  const events = record(client, ["room-closed", "left"]);
+  const leave = client.leave("r");
+  const rid = ws.last("leave").rid;
+  // The server closed the room before our leave reached it.
+  ws.push({ type: "room-closed", room: "r" });
+  ws.push({ type: "error", code: "not-in-room", message: "not in room `r`", rid });
+  assert.deepEqual((await leave).rooms, ["r"]);
+  assert.deepEqual(events, [["left", { rooms: ["r"], reason: "leave" }]], "we had left already: no room-closed");
+  // Leaving a room we are not in is still refused.
+  const other = client.leave("nowhere");
+  ws.push({ type: "error", code: "not-in-room", message: "no", rid: ws.last("leave").rid });
+  await assert.rejects(other, (err) => err.code === "not-in-room");
+  client.close();
+});
+
+test("server-message is its own event, not a relay", async (t) => {
+  const client = makeClient();
+  t.after(() => client.close());
+  const ws = await connected(client);
+  const events = record(client, ["server-message", "relay", "broadcast", "error"]);
+  ws.push({ type: "server-message", data: { notice: "maintenance at 18:00", n: [1, 2] } });
+  ws.push({ type: "server-message", data: "plain" });
+  ws.push({ type: "server-message", data: null });
+  assert.deepEqual(events, [
+    ["server-message", { data: { notice: "maintenance at 18:00", n: [1, 2] } }],
+    ["server-message", { data: "plain" }],
+    ["server-message", { data: null }],
+  ]);
+  client.close();
+});
+
+test('a broadcast from the app\'s backend arrives as a broadcast from "server"', async (t) => {
+  assert.equal(SERVER_SENDER, "server");
+  const client = makeClient();
+  t.after(() => client.close());
+  const ws = await connected(client);
+  await joinRoom(client, ws, "demo", ["b"]);
+  const events = record(client, ["broadcast", "relay", "server-message"]);
+  ws.push({ type: "broadcast", from: "server", room: "demo", data: { announcement: "hi" } });
+  ws.push({ type: "broadcast", from: "b", room: "demo", data: 1 });
+  assert.deepEqual(events, [
+    ["broadcast", { from: SERVER_SENDER, room: "demo", data: { announcement: "hi" } }],
+    ["broadcast", { from: "b", room: "demo", data: 1 }],
+  ]);
+  client.close();
+});
+
+test("close 4003 (removed by the server) is final: no resume, no reconnect, code and reason reported", async (t) => {
+  const client = makeClient();
+  t.after(() => client.close());
+  const ws = await connected(client, "me", { resume: "token-1" });
+  assert.match(ws.url, /[?&]resume=$/);
+  await joinRoom(client, ws, "call", ["b"]);
+  const events = record(client, ["state", "retry", "left", "peer-left", "welcome"]);
+  const pending = client.broadcast("x", "call");
+  ws.drop(4003, "removed by the server");
+  assert.equal(client.state, "closed");
+  await assert.rejects(pending, (err) => err instanceof SwitchboardError && err.code === "disconnected");
+  assert.deepEqual(events, [
+    ["left", { rooms: ["call"], reason: "removed" }],
+    ["state", { state: "closed", previous: "open", code: 4003, reason: "removed by the server", removed: true }],
+  ]);
+  assert.equal(client.rooms.size, 0);
+  await sleep(50);
+  assert.equal(FakeSocket.all.length, 1, "no reconnect after 4003");
+  await assert.rejects(client.join("call"), (err) => err.code === "not-connected");
+
+  // The app may connect again on purpose: a new session, without the old token.
+  const p = client.connect();
+  await until(() => FakeSocket.all.length === 2, "second socket");
+  assert.match(newSocket().url, /[?&]resume=$/, "the removed session's token is not presented");
+  newSocket().push({ type: "welcome", id: "fresh" });
+  assert.equal((await p).reconnected, false);
+  assert.equal(client.rooms.size, 0, "no room is rejoined");
+  client.close();
+});
+
+test("another 4000-4999 code from the server removes too; 4001, 1006 and 1008 still reconnect", async (t) => {
+  const custom = makeClient();
+  t.after(() => custom.close());
+  const ws = await connected(custom, "me", { resume: "t" });
+  const states = record(custom, ["state", "retry"]);
+  ws.drop(4010, "banned for spam");
+  assert.equal(custom.state, "closed");
+  assert.deepEqual(states, [
+    ["state", { state: "closed", previous: "open", code: 4010, reason: "banned for spam", removed: true }],
+  ]);
+  await sleep(30);
+  assert.equal(FakeSocket.all.length, 1);
+
+  for (const code of [4001, 1006, 1008]) {
+    const client = makeClient();
+    t.after(() => client.close());
+    const first = await connected(client, "me", { resume: "t" });
+    first.drop(code);
+    assert.equal(client.state, "reconnecting", `after ${code}`);
+    await until(() => FakeSocket.all.length === 2, `reconnect after ${code}`);
+    assert.match(newSocket().url, /[?&]resume=t$/, `resumes after ${code}`);
+    client.close();
+  }
+});
+
+test("close 4003 before welcome rejects connect() and does not retry", async (t) => {
+  const client = makeClient();
+  t.after(() => client.close());
+  const p = client.connect();
+  await until(() => FakeSocket.all.length === 1, "socket");
+  newSocket().drop(4003, "removed by the server");
+  const outcome = await Promise.race([p.then(() => "resolved", (err) => err), sleep(200).then(() => "still pending")]);
+  assert.ok(outcome instanceof SwitchboardError, `connect() rejected (got: ${outcome})`);
+  assert.equal(outcome.code, "disconnected");
+  assert.match(outcome.message, /4003/);
+  assert.equal(client.state, "closed");
+  await sleep(30);
+  assert.equal(FakeSocket.all.length, 1);
 });
 
 // ---------------------------------------------------------------------------
