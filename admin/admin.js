@@ -16,6 +16,8 @@ const HISTORY_MS = 5 * 60 * 1000;
 const PAGE_LIMIT = 1000;
 /** A guard against a server that never stops handing out cursors. */
 const MAX_PAGES = 1000;
+/** A request that takes longer fails (and the next poll tries again). */
+const REQUEST_TIMEOUT_MS = 10000;
 /** Longest compact `meta` JSON shown in a cell (the whole of it is in the tooltip). */
 const META_CHARS = 120;
 
@@ -179,6 +181,7 @@ async function api(method, path) {
       cache: "no-store",
       credentials: "omit",
       redirect: "error",
+      signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),
     });
   } catch (err) {
     throw new ApiError(0, "network", `the server did not answer (${err instanceof Error ? err.message : String(err)})`);
@@ -870,7 +873,7 @@ async function removePeer(mv) {
   const reason = ui.reason.value.trim();
   const question = `Remove peer ${who}?\n\nIts connection is closed (code 4003${reason ? `, reason "${reason}"` : ""}) and it cannot resume its session.`;
   if (!confirm(question)) return;
-  let path = `/api/v1/peer/${encodeURIComponent(member.id)}`;
+  let path = `/api/v1/peers/${encodeURIComponent(member.id)}`;
   if (reason) path += `?reason=${encodeURIComponent(reason)}`;
   const generation = state.generation;
   mv.remove.disabled = true;
