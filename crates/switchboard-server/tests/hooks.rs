@@ -281,3 +281,37 @@ async fn with_join_hook_failure_allow_a_silent_hook_admits() {
     a.join("r").await.expect("admitted when the hook fails");
     assert_eq!(server.metric("switchboard_join_hook_total{outcome=\"failed\"}").await, 1.0);
 }
+
+/// A node dies (kill -9): the one survivor that reaps it sends the departures
+/// of its peers, once, with reason `node-lost`.
+#[tokio::test]
+async fn a_dead_node_s_peers_leave_once_with_reason_node_lost() {
+    let (receiver, addr) = Receiver::start().await;
+    let redis = Redis::start();
+    let url = format!("http://{addr}/hook");
+    let flags = ["--redis", &redis.url(), "--node-ttl", "1s", "--redis-timeout", "500ms"];
+    let (survivor, mut doomed) = (hooked(&url, &flags), hooked(&url, &flags));
+    for server in [&survivor, &doomed] {
+        while server.metric("switchboard_broker_up").await != 1.0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let mut a = survivor.client().await;
+    let mut b = doomed.client().await;
+    a.join("r").await.unwrap();
+    b.join("r").await.unwrap();
+    let before = receiver.wait(3).await; // room.started, two peer.joined
+    let doomed_node = before.iter().find(|(_, e)| e["data"]["peer"] == b.id()).unwrap().1["data"]["node"].clone();
+    doomed.kill();
+    // a hears b leave once the survivor reaps the dead node.
+    a.set_timeout(Duration::from_secs(10));
+    while recv_json(&mut a).await["type"] != "peer-left" {}
+    let events = receiver.wait(4).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let lost: Vec<Value> =
+        receiver.verified().into_iter().map(|(_, event)| event).filter(|e| e["type"] == "peer.left").collect();
+    assert_eq!(lost.len(), 1, "once: {:?}", summary(&events));
+    assert_eq!(lost[0]["data"]["peer"], b.id());
+    assert_eq!(lost[0]["data"]["reason"], "node-lost");
+    assert_ne!(lost[0]["data"]["node"], doomed_node, "sent by the survivor");
+}
