@@ -54,6 +54,8 @@ pub struct App {
     pub sessions: Arc<Sessions>,
     /// The app's backend decides joins, if `--join-hook-url` is set.
     pub join_hook: Option<JoinHook>,
+    /// The webhook sender, if `--webhook-url` is set.
+    pub webhooks: Option<Arc<Webhooks>>,
 }
 
 impl App {
@@ -82,15 +84,20 @@ impl App {
         let sessions = Arc::new(Sessions::default());
         hub.set_suspended(sessions.clone());
         let secret = settings.webhook_secret.clone().unwrap_or_default();
-        if !settings.webhook_urls.is_empty() {
-            let config = WebhookConfig {
-                urls: settings.webhook_urls.clone(),
-                secret: secret.clone(),
-                retry_for: settings.webhook_retry_for,
-                queue: settings.webhook_queue,
-            };
-            hub.set_listener(Webhooks::start(&config, hub.node())?);
-        }
+        let webhooks = match settings.webhook_urls.is_empty() {
+            true => None,
+            false => {
+                let config = WebhookConfig {
+                    urls: settings.webhook_urls.clone(),
+                    secret: secret.clone(),
+                    retry_for: settings.webhook_retry_for,
+                    queue: settings.webhook_queue,
+                };
+                let webhooks = Webhooks::start(&config, hub.node())?;
+                hub.set_listener(webhooks.clone());
+                Some(webhooks)
+            }
+        };
         let join_hook = match &settings.join_hook_url {
             Some(url) => Some(JoinHook::new(url, &secret, settings.join_hook_timeout, settings.join_hook_failure)?),
             None => None,
@@ -102,6 +109,7 @@ impl App {
             hub,
             sessions,
             join_hook,
+            webhooks,
             channels: Channels::default(),
             metrics,
             connections,

@@ -142,7 +142,16 @@ async fn run(
 
     shutdown.await;
     drain(&app).await;
+    // The departures the shutdown caused are told before the process exits:
+    // to the other nodes first, then to the app's backend.
+    app.hub.settle(app.settings.shutdown_timeout).await;
     app.hub.broker().stop().await;
+    if let Some(webhooks) = &app.webhooks {
+        let left = webhooks.settle(app.settings.shutdown_timeout).await;
+        if left > 0 {
+            warn!(left, "shutdown timeout reached with webhooks still unsent");
+        }
+    }
     // Plain HTTP requests still in flight get the same deadline.
     match tokio::time::timeout(app.settings.shutdown_timeout, http).await {
         Ok(Ok(result)) => Ok(result?),

@@ -109,6 +109,8 @@ pub struct Hub {
     started: u64,
     /// Itself, for the work its calls leave running.
     me: Weak<Hub>,
+    /// Departures still waiting on the broker (spawned by `disconnect`).
+    departing: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// The sender id a broadcast from the server API travels under between nodes:
@@ -133,6 +135,7 @@ impl Hub {
             suspended: OnceLock::new(),
             address: OnceLock::new(),
             started: now_ms(),
+            departing: Arc::default(),
         });
         broker.start(hub.clone());
         hub
@@ -140,6 +143,15 @@ impl Hub {
 
     fn me(&self) -> Option<Arc<Hub>> {
         self.me.upgrade()
+    }
+
+    /// Waits, up to `timeout`, for the departures still waiting on the broker:
+    /// on shutdown, so that what they tell (webhooks) is told before exit.
+    pub async fn settle(&self, timeout: std::time::Duration) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while self.departing.load(std::sync::atomic::Ordering::Acquire) > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
     }
 
     /// Sets who hears the life of the rooms (once).
@@ -224,7 +236,12 @@ impl Hub {
         // Polled once here: a broker that decides at once (in memory) tells the
         // rooms before this returns; one that waits on Redis finishes in the background.
         if (&mut departures).now_or_never().is_none() {
-            tokio::spawn(departures);
+            let departing = self.departing.clone();
+            departing.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+            tokio::spawn(async move {
+                departures.await;
+                departing.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+            });
         }
     }
 

@@ -18,6 +18,7 @@
 pub mod join_hook;
 pub mod signing;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -97,6 +98,8 @@ pub struct Webhooks {
     node: NodeId,
     queues: Vec<(String, mpsc::Sender<Event>)>,
     outcomes: Outcomes,
+    /// Events queued or being sent, over every URL: a shutdown waits for it to reach 0.
+    pending: Arc<AtomicUsize>,
 }
 
 impl Webhooks {
@@ -105,6 +108,7 @@ impl Webhooks {
         let signer = Signer::new(&config.secret).ok_or(WebhookError::BadSecret)?;
         let client = reqwest::Client::builder().timeout(ATTEMPT_TIMEOUT).build()?;
         let outcomes = Outcomes::new();
+        let pending = Arc::new(AtomicUsize::new(0));
         let queues = config
             .urls
             .iter()
@@ -116,12 +120,27 @@ impl Webhooks {
                     signer: signer.clone(),
                     retry_for: config.retry_for,
                     outcomes: outcomes.clone(),
+                    pending: pending.clone(),
                 };
                 tokio::spawn(sender.run(rx));
                 (url.clone(), tx)
             })
             .collect();
-        Ok(Arc::new(Webhooks { node, queues, outcomes }))
+        Ok(Arc::new(Webhooks { node, queues, outcomes, pending }))
+    }
+
+    /// Waits, up to `timeout`, until every queued event has been delivered or
+    /// given up on: a graceful shutdown tells the departures it caused
+    /// before the process exits. Returns how many were still pending.
+    pub async fn settle(&self, timeout: Duration) -> usize {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let pending = self.pending.load(Ordering::Acquire);
+            if pending == 0 || Instant::now() >= deadline {
+                return pending;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     fn queue(&self, body: String) {
@@ -129,7 +148,10 @@ impl Webhooks {
         let body: Arc<str> = body.into();
         for (url, queue) in &self.queues {
             let event = Event { id: event_id.clone(), body: body.clone() };
+            // Counted before it is queued: the sender may finish it at once.
+            self.pending.fetch_add(1, Ordering::AcqRel);
             if queue.try_send(event).is_err() {
+                self.pending.fetch_sub(1, Ordering::AcqRel);
                 self.outcomes.dropped.increment(1);
                 warn!(%url, id = %event_id, "webhook queue full: event dropped");
             }
@@ -209,6 +231,7 @@ struct Sender {
     signer: Signer,
     retry_for: Duration,
     outcomes: Outcomes,
+    pending: Arc<AtomicUsize>,
 }
 
 /// What one attempt came to.
@@ -222,6 +245,7 @@ impl Sender {
     async fn run(self, mut queue: mpsc::Receiver<Event>) {
         while let Some(event) = queue.recv().await {
             self.deliver(&event).await;
+            self.pending.fetch_sub(1, Ordering::AcqRel);
         }
     }
 
