@@ -18,7 +18,7 @@ if [ "${SWITCHBOARD_NETNS:-}" != 1 ]; then
   fi
   # So is crates.io: the native matchbox peers are built here too (a no-op when built).
   case " ${*:-all} ${COMPAT_DIALECTS:-} " in
-    *matchbox* | *cluster* | *" all "*) cargo build --locked --release --quiet --manifest-path matchbox-native/Cargo.toml ;;
+    *matchbox* | *cluster* | *" all "*) cargo build --locked --release --quiet --manifest-path matchbox-native/Cargo.toml --target-dir matchbox-native/target ;;
   esac
   exec ../../scripts/netns-run "$PWD/run.sh" "$@"
 fi
