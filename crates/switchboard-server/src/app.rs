@@ -13,6 +13,7 @@ use crate::hub::Hub;
 use crate::ice::IceServers;
 use crate::lifecycle::Lifecycle;
 use crate::outbox::{Outbox, QueueLimits};
+use crate::rate_limit::RateSpec;
 use crate::resume::Sessions;
 use crate::settings::Settings;
 use crate::telemetry::metrics::Metrics;
@@ -77,8 +78,7 @@ impl App {
                 write_timeout: settings.write_timeout,
                 shutdown_code: settings.shutdown_close_code,
             },
-            rate_limit_messages: settings.rate_limit_messages,
-            rate_limit_bytes: settings.rate_limit_bytes,
+            rate_limits: RateSpec { messages: settings.rate_limit_messages, bytes: settings.rate_limit_bytes },
         });
         let hub = Hub::start(broker, metrics.clone());
         let sessions = Arc::new(Sessions::default());

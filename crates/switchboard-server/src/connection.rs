@@ -30,7 +30,7 @@ use tracing::debug;
 use crate::admission::ConnectionSlot;
 use crate::lifecycle::Lifecycle;
 use crate::outbox::Outbox;
-use crate::rate_limit::{Limit, RateLimits};
+use crate::rate_limit::{Limit, RateLimits, RateSpec};
 use crate::telemetry::metrics::{Endpoint, Metrics};
 use crate::websocket::{Error, FrameError, Socket};
 
@@ -108,17 +108,8 @@ pub struct Environment {
     pub metrics: Arc<Metrics>,
     /// Keepalive and write timings.
     pub timings: Timings,
-    /// Messages per second per connection (0: no limit).
-    pub rate_limit_messages: u32,
-    /// Bytes per second per connection (0: no limit).
-    pub rate_limit_bytes: u32,
-}
-
-impl Environment {
-    /// Fresh rate limiters for one connection whose largest accepted frame is `largest_frame`.
-    pub fn rate_limits(&self, largest_frame: usize) -> RateLimits {
-        RateLimits::new(self.rate_limit_messages, self.rate_limit_bytes, largest_frame)
-    }
+    /// Messages and bytes per second per connection (0: no limit).
+    pub rate_limits: RateSpec,
 }
 
 /// Close code for a connection whose session another connection resumed.
@@ -223,6 +214,11 @@ impl Keepalive {
         self.ping_sent = None;
     }
 
+    /// How long the client has been silent.
+    fn silent(&self) -> Duration {
+        self.last_heard.elapsed()
+    }
+
     /// When the timer should next fire. Moves only when the timer fires, so an
     /// active connection does not reset a timer per message.
     fn deadline(&self, timings: &Timings) -> Instant {
@@ -304,7 +300,7 @@ where
     };
     let _tracked = env.lifecycle.connections.token();
     env.metrics.connections(endpoint).increment(1.0);
-    let limits = env.rate_limits(largest_frame);
+    let mut limits = RateLimits::new(largest_frame);
     let metrics = &env.metrics;
     // One token ends the connection: the takeover switch (a child of the
     // shutdown token) or, for a connection that cannot be resumed, shutdown.
@@ -330,7 +326,7 @@ where
                 () = outbox.ready() => Step::Write,
                 inbound = socket.recv() => {
                     keepalive.heard();
-                    on_inbound(inbound, &mut handler, &limits, metrics)
+                    on_inbound(inbound, &mut handler, &mut limits, env.rate_limits, metrics)
                 }
                 () = &mut timer => match handler.on_timer() {
                     true => Step::Timer,
@@ -353,6 +349,7 @@ where
                     }
                 }
                 Step::Timer => {
+                    let limited = limits.relax(env.rate_limits, keepalive.silent());
                     match keepalive.on_timer(&env.timings) {
                         KeepaliveAction::Dead => break Ending::PingTimeout,
                         KeepaliveAction::Ping => {
@@ -364,7 +361,21 @@ where
                         }
                         KeepaliveAction::Wait => {}
                     }
-                    timer.as_mut().reset(keepalive.deadline(&env.timings));
+                    let mut next = keepalive.deadline(&env.timings);
+                    if let (true, Some(full)) = (limited, limits.full_after(env.rate_limits)) {
+                        next = next.min(keepalive.last_heard + full);
+                    }
+                    timer.as_mut().reset(next);
+                }
+            }
+        }
+        // Rate limiters made for this message are dropped once the client has
+        // been quiet long enough for them to be as good as new: the timer comes back then.
+        if limits.take_fresh() {
+            if let Some(full) = limits.full_after(env.rate_limits) {
+                let due = keepalive.last_heard + full;
+                if due < timer.deadline() {
+                    timer.as_mut().reset(due);
                 }
             }
         }
@@ -431,7 +442,8 @@ enum Step<'h> {
 fn on_inbound<'h, H: Handler>(
     inbound: Option<Result<Message, Error>>,
     handler: &'h mut H,
-    limits: &RateLimits,
+    limits: &mut RateLimits,
+    spec: RateSpec,
     metrics: &Metrics,
 ) -> Step<'h> {
     let size = match &inbound {
@@ -439,7 +451,7 @@ fn on_inbound<'h, H: Handler>(
         Some(Ok(Message::Binary(data))) => Some(data.len()),
         _ => None,
     };
-    if let Some(Err(limit)) = size.map(|size| limits.check(size)) {
+    if let Some(Err(limit)) = size.map(|size| limits.check(spec, size)) {
         metrics.rate_limited(limit);
         let text = match &inbound {
             Some(Ok(Message::Text(text))) => Some(text.as_str()),
@@ -537,8 +549,7 @@ pub(crate) fn idle_future_size<H: Handler>() -> usize {
             write_timeout: Duration::from_secs(10),
             shutdown_code: close_code::AWAY,
         },
-        rate_limit_messages: 100,
-        rate_limit_bytes: 1 << 20,
+        rate_limits: RateSpec { messages: 100, bytes: 1 << 20 },
     });
     let setup = Box::pin(std::future::pending::<Option<Connection<H>>>());
     std::mem::size_of_val(&serve(env, setup))
