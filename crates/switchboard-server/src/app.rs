@@ -16,6 +16,7 @@ use crate::outbox::{Outbox, QueueLimits};
 use crate::rate_limit::RateSpec;
 use crate::resume::Sessions;
 use crate::settings::Settings;
+use crate::sweep::Sweeper;
 use crate::telemetry::metrics::Metrics;
 use crate::webhooks::join_hook::JoinHook;
 use crate::webhooks::{WebhookConfig, WebhookError, Webhooks};
@@ -79,6 +80,7 @@ impl App {
                 shutdown_code: settings.shutdown_close_code,
             },
             rate_limits: RateSpec { messages: settings.rate_limit_messages, bytes: settings.rate_limit_bytes },
+            sweeper: Arc::new(Sweeper::default()),
         });
         let hub = Hub::start(broker, metrics.clone());
         let sessions = Arc::new(Sessions::default());

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use axum::extract::ws::{close_code, CloseFrame, Message, Utf8Bytes};
 use bytes::Bytes;
-use tokio::time::{sleep_until, timeout, Instant};
+use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
@@ -31,6 +31,7 @@ use crate::admission::ConnectionSlot;
 use crate::lifecycle::Lifecycle;
 use crate::outbox::Outbox;
 use crate::rate_limit::{Limit, RateLimits, RateSpec};
+use crate::sweep::Sweeper;
 use crate::telemetry::metrics::{Endpoint, Metrics};
 use crate::websocket::{Error, FrameError, Socket};
 
@@ -110,6 +111,8 @@ pub struct Environment {
     pub timings: Timings,
     /// Messages and bytes per second per connection (0: no limit).
     pub rate_limits: RateSpec,
+    /// Wakes connections whose keepalive timer is due.
+    pub sweeper: Arc<Sweeper>,
 }
 
 /// Close code for a connection whose session another connection resumed.
@@ -191,11 +194,20 @@ impl Ending {
     }
 }
 
-/// Tracks when the client was last heard from and when the next ping is due.
-/// The timings are passed in, not kept: every idle connection would hold a copy.
+/// Tracks when the client was last heard from and when the next ping is due,
+/// in milliseconds on the keepalive sweep's clock (`crate::sweep`). The timings
+/// are passed in, not kept: every idle connection would hold a copy.
 struct Keepalive {
-    last_heard: Instant,
-    ping_sent: Option<Instant>,
+    last_heard: u64,
+    /// When the last unanswered ping went out; `NO_PING` if none did.
+    ping_sent: u64,
+}
+
+const NO_PING: u64 = u64::MAX;
+
+/// A duration in whole milliseconds.
+fn ms(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 enum KeepaliveAction {
@@ -205,39 +217,38 @@ enum KeepaliveAction {
 }
 
 impl Keepalive {
-    fn new() -> Keepalive {
-        Keepalive { last_heard: Instant::now(), ping_sent: None }
+    fn new(now: u64) -> Keepalive {
+        Keepalive { last_heard: now, ping_sent: NO_PING }
     }
 
-    fn heard(&mut self) {
-        self.last_heard = Instant::now();
-        self.ping_sent = None;
+    fn heard(&mut self, now: u64) {
+        self.last_heard = now;
+        self.ping_sent = NO_PING;
     }
 
     /// How long the client has been silent.
-    fn silent(&self) -> Duration {
-        self.last_heard.elapsed()
+    fn silent(&self, now: u64) -> Duration {
+        Duration::from_millis(now.saturating_sub(self.last_heard))
     }
 
     /// When the timer should next fire. Moves only when the timer fires, so an
     /// active connection does not reset a timer per message.
-    fn deadline(&self, timings: &Timings) -> Instant {
+    fn deadline(&self, timings: &Timings) -> u64 {
         match self.ping_sent {
-            Some(sent) => sent + timings.ping_timeout,
-            None => self.last_heard + timings.ping_interval,
+            NO_PING => self.last_heard.saturating_add(ms(timings.ping_interval)),
+            sent => sent.saturating_add(ms(timings.ping_timeout)),
         }
     }
 
-    fn on_timer(&mut self, timings: &Timings) -> KeepaliveAction {
-        let now = Instant::now();
+    fn on_timer(&mut self, now: u64, timings: &Timings) -> KeepaliveAction {
         match self.ping_sent {
-            Some(sent) if now >= sent + timings.ping_timeout => KeepaliveAction::Dead,
-            Some(_) => KeepaliveAction::Wait,
-            None if now >= self.last_heard + timings.ping_interval => {
-                self.ping_sent = Some(now);
+            NO_PING if now >= self.last_heard.saturating_add(ms(timings.ping_interval)) => {
+                self.ping_sent = now;
                 KeepaliveAction::Ping
             }
-            None => KeepaliveAction::Wait,
+            NO_PING => KeepaliveAction::Wait,
+            sent if now >= sent.saturating_add(ms(timings.ping_timeout)) => KeepaliveAction::Dead,
+            _ => KeepaliveAction::Wait,
         }
     }
 }
@@ -306,9 +317,11 @@ where
     // shutdown token) or, for a connection that cannot be resumed, shutdown.
     let stop = takeover.unwrap_or_else(|| env.lifecycle.close_connections.clone());
     // Timings are read from `env` where needed, not copied into the future.
-    let mut keepalive = Keepalive::new();
-    let timer = sleep_until(keepalive.deadline(&env.timings));
-    tokio::pin!(timer);
+    // The timer is the sweep's: it wakes the outbox when `wake_at` comes.
+    let sweeper = &env.sweeper;
+    let registration = sweeper.register(&outbox);
+    let mut keepalive = Keepalive::new(sweeper.now());
+    outbox.set_wake_at(keepalive.deadline(&env.timings));
 
     let ending = loop {
         // The select only decides what to do; the doing (which may wait on a
@@ -325,13 +338,9 @@ where
                 },
                 () = outbox.ready() => Step::Write,
                 inbound = socket.recv() => {
-                    keepalive.heard();
+                    keepalive.heard(sweeper.now());
                     on_inbound(inbound, &mut handler, &mut limits, env.rate_limits, metrics)
                 }
-                () = &mut timer => match handler.on_timer() {
-                    true => Step::Timer,
-                    false => Step::End(Ending::Idle),
-                },
             };
             match step {
                 Step::Continue => {}
@@ -348,36 +357,40 @@ where
                         break Ending::WriteTimeout;
                     }
                 }
-                Step::Timer => {
-                    let limited = limits.relax(env.rate_limits, keepalive.silent());
-                    match keepalive.on_timer(&env.timings) {
-                        KeepaliveAction::Dead => break Ending::PingTimeout,
-                        KeepaliveAction::Ping => {
-                            let ping =
-                                Box::pin(timeout(env.timings.write_timeout, socket.send(Message::Ping(Bytes::new()))));
-                            if !matches!(ping.await, Ok(Ok(()))) {
-                                break Ending::WriteTimeout;
-                            }
-                        }
-                        KeepaliveAction::Wait => {}
-                    }
-                    let mut next = keepalive.deadline(&env.timings);
-                    if let (true, Some(full)) = (limited, limits.full_after(env.rate_limits)) {
-                        next = next.min(keepalive.last_heard + full);
-                    }
-                    timer.as_mut().reset(next);
-                }
             }
         }
         // Rate limiters made for this message are dropped once the client has
         // been quiet long enough for them to be as good as new: the timer comes back then.
         if limits.take_fresh() {
             if let Some(full) = limits.full_after(env.rate_limits) {
-                let due = keepalive.last_heard + full;
-                if due < timer.deadline() {
-                    timer.as_mut().reset(due);
+                let due = keepalive.last_heard.saturating_add(ms(full));
+                if due < outbox.wake_at() {
+                    outbox.set_wake_at(due);
                 }
             }
+        }
+        // The timer: the sweep woke the outbox, or it came due while the loop was busy.
+        if sweeper.now() >= outbox.wake_at() {
+            if !handler.on_timer() {
+                break Ending::Idle;
+            }
+            let now = sweeper.now();
+            let limited = limits.relax(env.rate_limits, keepalive.silent(now));
+            match keepalive.on_timer(now, &env.timings) {
+                KeepaliveAction::Dead => break Ending::PingTimeout,
+                KeepaliveAction::Ping => {
+                    let ping = Box::pin(timeout(env.timings.write_timeout, socket.send(Message::Ping(Bytes::new()))));
+                    if !matches!(ping.await, Ok(Ok(()))) {
+                        break Ending::WriteTimeout;
+                    }
+                }
+                KeepaliveAction::Wait => {}
+            }
+            let mut next = keepalive.deadline(&env.timings);
+            if let (true, Some(full)) = (limited, limits.full_after(env.rate_limits)) {
+                next = next.min(keepalive.last_heard.saturating_add(ms(full)));
+            }
+            outbox.set_wake_at(next);
         }
         // The server's decisions about this connection, read after the frames
         // queued before them were written (a flag check when there are none).
@@ -390,6 +403,7 @@ where
         }
     };
 
+    sweeper.unregister(registration);
     handler.on_close(ending.departure());
     match ending {
         Ending::SlowConsumer => metrics.slow_consumers.increment(1),
@@ -433,8 +447,6 @@ enum Step<'h> {
     Write,
     /// Send what the socket queued (a pong).
     Flush,
-    /// The keepalive timer fired.
-    Timer,
 }
 
 /// Hands one inbound frame (or the end of the stream) to the handler, after
@@ -550,6 +562,7 @@ pub(crate) fn idle_future_size<H: Handler>() -> usize {
             shutdown_code: close_code::AWAY,
         },
         rate_limits: RateSpec { messages: 100, bytes: 1 << 20 },
+        sweeper: Arc::new(Sweeper::default()),
     });
     let setup = Box::pin(std::future::pending::<Option<Connection<H>>>());
     std::mem::size_of_val(&serve(env, setup))
@@ -568,21 +581,20 @@ mod tests {
         }
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn keepalive_pings_after_silence_and_gives_up_after_the_timeout() {
+    #[test]
+    fn keepalive_pings_after_silence_and_gives_up_after_the_timeout() {
         let timings = timings(close_code::AWAY);
-        let mut keepalive = Keepalive::new();
-        assert!(matches!(keepalive.on_timer(&timings), KeepaliveAction::Wait), "not silent long enough");
-        tokio::time::advance(Duration::from_millis(30)).await;
-        assert!(matches!(keepalive.on_timer(&timings), KeepaliveAction::Ping));
-        assert_eq!(keepalive.deadline(&timings), Instant::now() + Duration::from_millis(20));
-        tokio::time::advance(Duration::from_millis(10)).await;
-        assert!(matches!(keepalive.on_timer(&timings), KeepaliveAction::Wait), "still within the timeout");
-        tokio::time::advance(Duration::from_millis(10)).await;
-        assert!(matches!(keepalive.on_timer(&timings), KeepaliveAction::Dead));
+        let mut keepalive = Keepalive::new(1000);
+        assert!(matches!(keepalive.on_timer(1000, &timings), KeepaliveAction::Wait), "not silent long enough");
+        assert_eq!(keepalive.deadline(&timings), 1030);
+        assert!(matches!(keepalive.on_timer(1030, &timings), KeepaliveAction::Ping));
+        assert_eq!(keepalive.deadline(&timings), 1050, "the ping timeout runs from the ping");
+        assert!(matches!(keepalive.on_timer(1040, &timings), KeepaliveAction::Wait), "still within the timeout");
+        assert!(matches!(keepalive.on_timer(1050, &timings), KeepaliveAction::Dead));
         // Anything heard resets it.
-        keepalive.heard();
-        assert!(matches!(keepalive.on_timer(&timings), KeepaliveAction::Wait));
+        keepalive.heard(1050);
+        assert!(matches!(keepalive.on_timer(1060, &timings), KeepaliveAction::Wait));
+        assert_eq!(keepalive.silent(1060), Duration::from_millis(10));
     }
 
     #[test]

@@ -49,6 +49,7 @@ pub mod rate_limit;
 pub mod resume;
 pub mod server;
 pub mod settings;
+pub mod sweep;
 pub mod telemetry;
 pub mod tls;
 pub mod webhooks;

@@ -15,7 +15,7 @@
 //! with its frames. They cost an idle connection one flag and one pointer.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::extract::ws::{Message, Utf8Bytes};
@@ -61,6 +61,9 @@ pub struct Outbox {
     limits: QueueLimits,
     /// Whether `state.notices` has something: the writer checks it without the lock.
     noticed: AtomicBool,
+    /// When the connection's timer is due, on the keepalive sweep's clock
+    /// (the `sweep` module); the sweep wakes the connection through `ready` then.
+    wake_at: AtomicU64,
 }
 
 #[derive(Default)]
@@ -74,7 +77,28 @@ struct State {
 impl Outbox {
     /// An empty outbox.
     pub fn new(limits: QueueLimits) -> Outbox {
-        Outbox { state: Mutex::new(State::default()), ready: Notify::new(), limits, noticed: AtomicBool::new(false) }
+        Outbox {
+            state: Mutex::new(State::default()),
+            ready: Notify::new(),
+            limits,
+            noticed: AtomicBool::new(false),
+            wake_at: AtomicU64::new(u64::MAX),
+        }
+    }
+
+    /// When the connection wants its timer run (`u64::MAX`: never).
+    pub fn wake_at(&self) -> u64 {
+        self.wake_at.load(Ordering::Relaxed)
+    }
+
+    /// Sets when the connection wants its timer run.
+    pub fn set_wake_at(&self, at: u64) {
+        self.wake_at.store(at, Ordering::Relaxed);
+    }
+
+    /// Wakes the connection's task (its timer is due).
+    pub fn wake(&self) {
+        self.ready.notify_one();
     }
 
     /// Queues `frame` (which tells the client) and notes for the connection's
