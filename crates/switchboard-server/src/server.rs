@@ -73,6 +73,7 @@ pub async fn serve_on(
         None => Arc::new(MemoryBroker::new(settings.max_peers_per_room)),
     };
     let app = App::new(settings, metrics, broker)?;
+    app.connections.sweeper.start();
     let tls = match app.settings.tls_files() {
         Some(files) => Some((tls::load(&files).await.map_err(ServeError::Tls)?, files)),
         None => None,

@@ -69,13 +69,20 @@ impl Sweeper {
         self.now().saturating_add(u64::try_from(after.as_millis()).unwrap_or(u64::MAX))
     }
 
-    /// Starts sweeping `outbox`. The first registration starts the sweep's
-    /// task (so it runs inside the server's runtime); it ends with the sweeper.
-    pub fn register(self: &Arc<Self>, outbox: &Arc<Outbox>) -> Registration {
+    /// Starts the sweep's task, in the current runtime, if it is not running
+    /// yet; it ends with the sweeper. The server starts it with itself, so the
+    /// task is part of an idle server's baseline (the soak checks that tasks
+    /// come back to it); a registration starts it too, if nobody did.
+    pub fn start(self: &Arc<Self>) {
         if !self.started.swap(true, Ordering::AcqRel) {
             self.tick();
             tokio::spawn(run(Arc::downgrade(self)));
         }
+    }
+
+    /// Starts sweeping `outbox`.
+    pub fn register(self: &Arc<Self>, outbox: &Arc<Outbox>) -> Registration {
+        self.start();
         // Spread by the outbox's address: registrations from all workers share no lock.
         let shard = (Arc::as_ptr(outbox) as usize / 128) % SHARDS;
         let key = lock(&self.shards[shard]).insert(outbox.clone());
