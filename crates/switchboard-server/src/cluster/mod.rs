@@ -378,13 +378,18 @@ impl RedisBroker {
         Ok((listed(answer.get(1..).unwrap_or_default()), emptied))
     }
 
+    /// Every node in the set of registered nodes (the dead ones too, until reaped).
+    async fn registered_nodes(&self) -> Result<Vec<String>, BrokerError> {
+        let mut link = self.link.clone();
+        self.call(redis::cmd("SMEMBERS").arg(self.keys.nodes()).query_async(&mut link)).await
+    }
+
     /// Every room with members: the union of the live nodes' room indexes,
     /// each checked against its hash (an index may name a room its node left).
     async fn list_rooms(&self) -> Result<Vec<RoomSummary>, BrokerError> {
         self.check_up()?;
         let mut link = self.link.clone();
-        let nodes: Vec<String> =
-            self.call(redis::cmd("SMEMBERS").arg(self.keys.nodes()).query_async(&mut link)).await?;
+        let nodes = self.registered_nodes().await?;
         let indexes = nodes
             .iter()
             .map(|node| {
@@ -460,8 +465,7 @@ impl RedisBroker {
     async fn ask(&self, peer: PeerId, command: &Command) -> Result<bool, BrokerError> {
         self.check_up()?;
         let mut link = self.link.clone();
-        let nodes: Vec<String> =
-            self.call(redis::cmd("SMEMBERS").arg(self.keys.nodes()).query_async(&mut link)).await?;
+        let nodes = self.registered_nodes().await?;
         let others: Vec<NodeId> = nodes.iter().filter_map(|n| NodeId::parse(n)).filter(|n| *n != self.node).collect();
         if others.is_empty() {
             return Ok(false);
@@ -517,8 +521,7 @@ impl RedisBroker {
     async fn list_nodes(&self) -> Result<Vec<NodeInfo>, BrokerError> {
         self.check_up()?;
         let mut link = self.link.clone();
-        let nodes: Vec<String> =
-            self.call(redis::cmd("SMEMBERS").arg(self.keys.nodes()).query_async(&mut link)).await?;
+        let nodes = self.registered_nodes().await?;
         let others: Vec<&String> = nodes.iter().filter(|n| **n != self.node.as_str()).collect();
         let reads = others
             .iter()

@@ -132,8 +132,7 @@ async fn confirm_gone(events: Arc<dyn RoomEvents>, broker: Arc<RedisBroker>, roo
 /// Removes the peers of every node whose heartbeat has expired.
 async fn reap_dead(broker: &RedisBroker, events: &dyn RoomEvents) -> Result<(), BrokerError> {
     let mut link = broker.link.clone();
-    let nodes: Vec<String> =
-        broker.call(redis::cmd("SMEMBERS").arg(broker.keys.nodes()).query_async(&mut link)).await?;
+    let nodes = broker.registered_nodes().await?;
     let others: Vec<&String> = nodes.iter().filter(|n| **n != broker.node.as_str()).collect();
     if others.is_empty() {
         return Ok(());
