@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use tracing::warn;
 
-use super::signing::{unix_now, Signer};
+use super::signing::{signed_post, Signer};
 use super::{message_id, WebhookError};
 use crate::settings::HookFailure;
 
@@ -116,20 +116,8 @@ impl JoinHook {
     }
 
     async fn post(&self, body: String) -> Result<Answer, String> {
-        let id = message_id();
-        let timestamp = unix_now();
-        let signature = self.signer.sign(&id, timestamp, &body);
-        let response = self
-            .client
-            .post(&self.url)
-            .header("content-type", "application/json")
-            .header("webhook-id", &id)
-            .header("webhook-timestamp", timestamp)
-            .header("webhook-signature", signature)
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
+        let request = signed_post(&self.client, &self.url, &self.signer, &message_id(), body);
+        let response = request.send().await.map_err(|e| e.to_string())?;
         let status = response.status();
         if !status.is_success() {
             return Err(format!("status {status}"));

@@ -31,7 +31,7 @@ use tracing::{debug, warn};
 use crate::broker::{meta_of, user_of, Listed};
 use crate::hub::activity::{Activity, LeftReason, Listener};
 use crate::peer_id::{NodeId, PeerId};
-use signing::{unix_now, Signer};
+use signing::{signed_post, Signer};
 
 /// How long one delivery attempt may take.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -280,15 +280,7 @@ impl Sender {
     }
 
     async fn attempt(&self, event: &Event) -> Attempt {
-        let timestamp = unix_now();
-        let request = self
-            .client
-            .post(&self.url)
-            .header("content-type", "application/json")
-            .header("webhook-id", &event.id)
-            .header("webhook-timestamp", timestamp)
-            .header("webhook-signature", self.signer.sign(&event.id, timestamp, &event.body))
-            .body(event.body.to_string());
+        let request = signed_post(&self.client, &self.url, &self.signer, &event.id, event.body.to_string());
         match request.send().await {
             Ok(response) if response.status().is_success() => Attempt::Delivered,
             Ok(response) => {

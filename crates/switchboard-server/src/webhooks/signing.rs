@@ -54,6 +54,26 @@ impl Signer {
     }
 }
 
+/// A POST of `body` to `url` as one attempt of message `id`: JSON, with the
+/// three Standard Webhooks headers, signed with the attempt's timestamp.
+pub fn signed_post(
+    client: &reqwest::Client,
+    url: &str,
+    signer: &Signer,
+    id: &str,
+    body: String,
+) -> reqwest::RequestBuilder {
+    let timestamp = unix_now();
+    let signature = signer.sign(id, timestamp, &body);
+    client
+        .post(url)
+        .header("content-type", "application/json")
+        .header("webhook-id", id)
+        .header("webhook-timestamp", timestamp)
+        .header("webhook-signature", signature)
+        .body(body)
+}
+
 /// Unix seconds now: the `webhook-timestamp` of an attempt.
 pub fn unix_now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |since| since.as_secs())
