@@ -13,7 +13,7 @@ use switchboard_protocol::server::encode;
 use switchboard_protocol::ErrorCode;
 
 use super::activity::{Activity, LeftReason};
-use super::room::{Flavor, Member, Recent, Room};
+use super::room::{Member, Recent, Room};
 use super::{server_sender, Hub};
 use crate::broker::{Command, Listed, NodeInfo, RoomEvent, RoomEvents, Undelivered};
 use crate::peer_id::PeerId;
@@ -68,7 +68,9 @@ impl RoomEvents for Hub {
             }
             RoomEvent::Closed { seq } => {
                 let had_local = room.members.values().any(Member::is_local);
-                let closed = room_closed(room_name, room.flavor);
+                // The dialects' rooms are never closed by the server API (their names are
+                // not native names): a closed room speaks the native protocol.
+                let closed = Utf8Bytes::from(encode::room_closed(room_name));
                 let gone: Vec<PeerId> =
                     room.members.iter().filter(|(_, m)| !m.is_local() || m.since < seq).map(|(id, _)| *id).collect();
                 for id in &gone {
@@ -215,13 +217,6 @@ impl RoomEvents for Hub {
             }
         }
     }
-}
-
-/// What the members of a closed room are told.
-pub(super) fn room_closed(room: &str, _flavor: Flavor) -> Utf8Bytes {
-    // The dialects' rooms are never closed by the server API (their names are
-    // not native names), so every closed room speaks the native protocol.
-    encode::room_closed(room).into()
 }
 
 impl Hub {

@@ -624,7 +624,7 @@ impl Hub {
             room.recent = recent;
         }
         if closed {
-            outbox.remove_from(room_name.clone(), Message::Text(mirror::room_closed(room_name, room.flavor)));
+            outbox.remove_from(room_name.clone(), Message::Text(encode::room_closed(room_name).into()));
             if !room.members.values().any(Member::is_local) {
                 self.metrics.rooms.decrement(1.0);
             }
