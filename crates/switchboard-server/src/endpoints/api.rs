@@ -237,14 +237,15 @@ async fn rooms(
     let rooms: Vec<Value> = rooms
         .iter()
         .map(|room| {
-            json!({"name": room.name, "members": room.members, "capacity": room.capacity, "created": created(room.created)})
+            json!({"name": room.name, "members": room.members, "capacity": room.capacity, "created": time(room.created)})
         })
         .collect();
     Ok(Json(json!({"rooms": rooms, "next_cursor": next_cursor})).into_response())
 }
 
-/// A creation time, `null` when unknown (a room Redis lost and got back).
-fn created(ms: u64) -> Value {
+/// A time (ms since the epoch) in RFC 3339, `null` when unknown (0: a
+/// record Redis lost and a node wrote back).
+fn time(ms: u64) -> Value {
     if ms == 0 {
         Value::Null
     } else {
@@ -261,7 +262,7 @@ async fn room(State(app): State<Arc<App>>, Path(room): Path<String>) -> ApiResul
         .iter()
         .map(|member| {
             let mut entry =
-                json!({"id": member.id.as_str(), "node": member.node.as_str(), "joined": created(member.joined)});
+                json!({"id": member.id.as_str(), "node": member.node.as_str(), "joined": time(member.joined)});
             if let Some(user) = user_of(&member.shown) {
                 entry["user"] = Value::from(user);
             }
@@ -275,7 +276,7 @@ async fn room(State(app): State<Arc<App>>, Path(room): Path<String>) -> ApiResul
     Ok(Json(json!({
         "name": summary.name,
         "capacity": summary.capacity,
-        "created": created(summary.created),
+        "created": time(summary.created),
         "members": members,
     }))
     .into_response())
@@ -365,7 +366,7 @@ async fn nodes(State(app): State<Arc<App>>) -> ApiResult {
                 "id": node.id.as_str(),
                 "address": node.address,
                 "version": node.version,
-                "started": created(node.started),
+                "started": time(node.started),
                 "uptime_seconds": now.saturating_sub(node.started) / 1000,
                 "connections": node.connections,
                 "rooms": node.rooms,
@@ -416,7 +417,7 @@ async fn tokens(State(app): State<Arc<App>>, body: Result<Bytes, BytesRejection>
     let exp = auth::now() + ttl.as_secs();
     let claims = Claims { sub: request.sub, exp, nbf: None, rooms: request.rooms, capacity: request.capacity };
     let token = auth::mint(&claims, Some(secret), None).map_err(|e| ApiError::invalid(e.to_string()))?;
-    Ok(Json(json!({"token": token, "expires": created(exp * 1000)})).into_response())
+    Ok(Json(json!({"token": token, "expires": time(exp * 1000)})).into_response())
 }
 
 async fn dashboard_index(headers: HeaderMap) -> Response {
