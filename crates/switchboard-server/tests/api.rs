@@ -106,14 +106,6 @@ async fn assert_quiet(client: &mut Client) {
     client.set_timeout(Duration::from_secs(10));
 }
 
-async fn wait_broker_up(server: &Server) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while server.metric("switchboard_broker_up").await != 1.0 {
-        assert!(std::time::Instant::now() < deadline, "broker never came up:\n{}", server.logs());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test]
 async fn without_a_key_the_api_and_dashboard_are_not_there() {
     let server = Server::start(&[]);
@@ -281,8 +273,8 @@ async fn a_backend_steers_rooms_and_peers_on_another_node_over_redis() {
     let redis = Redis::start();
     let node = |redis: &Redis| with_api(&["--redis", &redis.url(), "--node-ttl", "1s", "--redis-timeout", "500ms"]);
     let (one, two) = (node(&redis), node(&redis));
-    wait_broker_up(&one).await;
-    wait_broker_up(&two).await;
+    one.wait_broker_up().await;
+    two.wait_broker_up().await;
     steer(&one, &two).await;
 
     // Both nodes are listed, each with its own connections.

@@ -51,22 +51,10 @@ async fn assert_quiet(client: &mut Client) {
     client.set_timeout(switchboard_client::DEFAULT_TIMEOUT);
 }
 
-/// Waits until a node reports the broker up (it registers on its first heartbeat).
-async fn wait_broker_up(server: &Server) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        if server.metric("switchboard_broker_up").await == 1.0 {
-            return;
-        }
-        assert!(std::time::Instant::now() < deadline, "broker never came up:\n{}", server.logs());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 async fn nodes(redis: &Redis, count: usize) -> Vec<Server> {
     let servers: Vec<Server> = (0..count).map(|_| node(redis)).collect();
     for server in &servers {
-        wait_broker_up(server).await;
+        server.wait_broker_up().await;
     }
     servers
 }
@@ -267,7 +255,7 @@ async fn while_redis_is_down_local_signaling_works_and_cross_node_work_is_refuse
     // Redis comes back empty; the nodes re-register their peers on their own.
     redis.resume();
     for server in &servers {
-        wait_broker_up(server).await;
+        server.wait_broker_up().await;
     }
     // c learns that b left during the outage, and nothing else: a never left,
     // whichever node wrote its peers back first.
@@ -352,7 +340,7 @@ async fn nodes_on_a_redis_cluster_share_rooms_over_sharded_pub_sub() {
     let args = ["--redis", &urls, "--redis-cluster", "--node-ttl", "1s", "--rate-limit-messages", "0"];
     let servers = [Server::start(&args), Server::start(&args)];
     for server in &servers {
-        wait_broker_up(server).await;
+        server.wait_broker_up().await;
     }
     // Rooms whose names hash to different shards.
     for room in ["alpha", "beta", "gamma", "delta"] {

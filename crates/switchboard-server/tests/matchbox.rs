@@ -368,20 +368,12 @@ fn node(redis: &Redis) -> Server {
     Server::start(&["--redis", &redis.url(), "--node-ttl", "1s", "--redis-timeout", "500ms"])
 }
 
-async fn wait_broker_up(server: &Server) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while server.metric("switchboard_broker_up").await != 1.0 {
-        assert!(std::time::Instant::now() < deadline, "broker never came up:\n{}", server.logs());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test]
 async fn across_two_nodes_rooms_and_next_groups_are_cluster_wide() {
     let redis = Redis::start();
     let nodes = [node(&redis), node(&redis)];
     for server in &nodes {
-        wait_broker_up(server).await;
+        server.wait_broker_up().await;
     }
     // A plain room: NewPeer, Signal and PeerLeft between the nodes.
     let mut a = join(&nodes[0], "call").await;

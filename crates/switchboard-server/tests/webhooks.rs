@@ -240,17 +240,8 @@ fn server(extra: &[&str]) -> Server {
 async fn node(redis: &Redis, url: &str) -> Server {
     let redis_url = redis.url();
     let server = server(&["--webhook-url", url, "--redis", &redis_url, "--node-ttl", "1s", "--redis-timeout", "500ms"]);
-    wait_broker_up(&server).await;
+    server.wait_broker_up().await;
     server
-}
-
-/// Waits until a node reports the broker up (it registers on its first heartbeat).
-async fn wait_broker_up(server: &Server) {
-    let deadline = Instant::now() + WAIT;
-    while metric(server, "switchboard_broker_up").await != Some(1.0) {
-        assert!(Instant::now() < deadline, "broker never came up:\n{}", server.logs());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// A metric's value, if `/metrics` shows it.

@@ -332,14 +332,6 @@ fn node(redis: &Redis) -> Server {
     Server::start(&["--redis", &redis.url(), "--node-ttl", "1s", "--redis-timeout", "500ms"])
 }
 
-async fn wait_broker_up(server: &Server) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while server.metric("switchboard_broker_up").await != 1.0 {
-        assert!(Instant::now() < deadline, "broker never came up:\n{}", server.logs());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// Publishes from `from` until its own copy says `clients`; returns that copy.
 async fn publish_until(from: &mut Socket, topic: &str, data: Value, clients: u64) -> Value {
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -359,7 +351,7 @@ async fn subscribers_on_two_nodes_get_each_other_s_publishes_counted_cluster_wid
     let redis = Redis::start();
     let nodes = [node(&redis), node(&redis)];
     for node in &nodes {
-        wait_broker_up(node).await;
+        node.wait_broker_up().await;
     }
     let mut a = open(&nodes[0]).await;
     let mut b = open(&nodes[1]).await;

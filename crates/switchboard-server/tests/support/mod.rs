@@ -131,6 +131,16 @@ impl Server {
             .unwrap_or_else(|| panic!("metric {name} not found in:\n{body}"))
     }
 
+    /// Waits (up to 10 s) until the node reports its Redis broker up: it
+    /// registers on its first heartbeat.
+    pub async fn wait_broker_up(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.metric("switchboard_broker_up").await != 1.0 {
+            assert!(Instant::now() < deadline, "broker never came up:\n{}", self.logs());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Polls a metric until it equals `expected`, for up to 5 s.
     pub async fn wait_metric(&self, name: &str, expected: f64) {
         let deadline = Instant::now() + Duration::from_secs(5);
