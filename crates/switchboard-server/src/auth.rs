@@ -66,7 +66,37 @@ pub struct Identity {
 /// The identity of every peer without a token.
 pub static ANONYMOUS: Identity = Identity { user: None, rooms: None, capacity: None };
 
+/// An identity as a parked session keeps it (`broker::parking`): what the
+/// token said, for the node that resumes the session.
+#[derive(Serialize, Deserialize)]
+struct IdentityRecord {
+    #[serde(rename = "u", default, skip_serializing_if = "Option::is_none")]
+    user: Option<String>,
+    #[serde(rename = "r", default, skip_serializing_if = "Option::is_none")]
+    rooms: Option<Vec<String>>,
+    #[serde(rename = "c", default, skip_serializing_if = "Option::is_none")]
+    capacity: Option<u32>,
+}
+
 impl Identity {
+    /// The identity as JSON, to be kept with a parked session.
+    pub fn to_record(&self) -> String {
+        let record = IdentityRecord {
+            user: self.user.as_deref().map(str::to_owned),
+            rooms: self.rooms.clone(),
+            capacity: self.capacity,
+        };
+        serde_json::to_string(&record).unwrap_or_else(|_| "{}".to_owned())
+    }
+
+    /// An identity kept with a parked session; one allowed in no room if unreadable.
+    pub fn from_record(json: &str) -> Identity {
+        match serde_json::from_str::<IdentityRecord>(json) {
+            Ok(record) => Identity { user: record.user.map(Arc::from), rooms: record.rooms, capacity: record.capacity },
+            Err(_) => Identity { user: None, rooms: Some(Vec::new()), capacity: None },
+        }
+    }
+
     /// An anonymous identity, allowed in every room.
     pub fn anonymous() -> Identity {
         Identity::default()

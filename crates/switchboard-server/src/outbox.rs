@@ -189,6 +189,53 @@ impl Outbox {
         Ok(std::mem::take(&mut state.queue))
     }
 
+    /// What was queued for a resumed session while no node held it, ahead of
+    /// anything pushed since (it is older): within the limits, or else the
+    /// outbox overflows, as a push would have.
+    pub fn prepend(&self, frames: Vec<Message>) -> Result<(), Overflow> {
+        let result = {
+            let mut state = self.lock();
+            let bytes: usize = frames.iter().map(frame_len).sum();
+            let total = state.queue.len() + frames.len();
+            if state.overflowed
+                || total > self.limits.messages
+                || (total > 1 && state.bytes + bytes > self.limits.bytes)
+            {
+                state.overflowed = true;
+                state.queue = VecDeque::new();
+                state.bytes = 0;
+                Err(Overflow)
+            } else {
+                state.bytes += bytes;
+                for frame in frames.into_iter().rev() {
+                    state.queue.push_front(frame);
+                }
+                Ok(())
+            }
+        };
+        self.ready.notify_one();
+        result
+    }
+
+    /// The frames waiting, as text (a session being parked takes them along;
+    /// only text frames are ever queued for a resumable session).
+    pub fn drain_text(&self) -> Vec<String> {
+        let mut state = self.lock();
+        state.bytes = 0;
+        std::mem::take(&mut state.queue)
+            .into_iter()
+            .filter_map(|frame| match frame {
+                Message::Text(text) => Some(text.as_str().to_owned()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The limits this outbox keeps.
+    pub fn limits(&self) -> QueueLimits {
+        self.limits
+    }
+
     /// Whether a push has overflowed the queue.
     pub fn is_overflowed(&self) -> bool {
         self.lock().overflowed

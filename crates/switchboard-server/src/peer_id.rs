@@ -100,6 +100,18 @@ impl NodeId {
     pub fn as_str(&self) -> &str {
         self.0.as_str()
     }
+
+    /// Where a parked session's room records point while its peer is away and
+    /// no node holds it (`broker::parking`): no node has this id, since node
+    /// ids are random, so no node's clean-up ever mistakes the records for its own.
+    pub fn parked() -> NodeId {
+        NodeId(PeerId::from_bits([0; 16]))
+    }
+
+    /// Whether this is [`NodeId::parked`].
+    pub fn is_parked(&self) -> bool {
+        *self == NodeId::parked()
+    }
 }
 
 impl std::fmt::Display for NodeId {

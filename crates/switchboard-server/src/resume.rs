@@ -54,6 +54,8 @@ enum Entry {
 }
 
 struct Slot {
+    /// Whose session it is.
+    peer: PeerId,
     entry: Mutex<Entry>,
     /// Wakes a claim waiting for a live session to suspend itself.
     suspended: Notify,
@@ -69,18 +71,22 @@ impl Sessions {
     /// Registers a live session; returns its token and the switch that ends its
     /// connection when another one resumes it. The switch is a child of
     /// `shutdown`, so a connection waits on one token for both.
-    pub fn register(&self, shutdown: &CancellationToken) -> (ResumeToken, CancellationToken) {
+    pub fn register(&self, shutdown: &CancellationToken, peer: PeerId) -> (ResumeToken, CancellationToken) {
         let token = PeerId::random();
         let takeover = shutdown.child_token();
-        let slot = Slot { entry: Mutex::new(Entry::Live(takeover.clone())), suspended: Notify::new() };
+        let slot = Slot { peer, entry: Mutex::new(Entry::Live(takeover.clone())), suspended: Notify::new() };
         self.slots.insert(token, Arc::new(slot));
         (token, takeover)
     }
 
     /// The session's connection ended for good (the client left, or was
-    /// expelled, or the server is stopping): forget it.
+    /// expelled, or the server is stopping), or the session was parked with the
+    /// deployment (`broker::parking`): forget it. A claim waiting for it to
+    /// suspend looks elsewhere.
     pub fn end(&self, token: ResumeToken) {
-        self.slots.remove(&token);
+        if let Some((_, slot)) = self.slots.remove(&token) {
+            slot.suspended.notify_waiters();
+        }
     }
 
     /// The session's connection was lost: keep its state for a claim.
@@ -147,6 +153,21 @@ impl crate::hub::activity::Suspended for Sessions {
             .map(|slot| *slot.key())?;
         self.expire(token).map(|state| state.rooms)
     }
+
+    /// Another node resumes `peer`: its live connection here is switched off.
+    fn hand_over(&self, peer: PeerId) -> bool {
+        let slot = self.slots.iter().find(|slot| slot.peer == peer).map(|slot| slot.clone());
+        match slot {
+            Some(slot) => match &*lock(&slot.entry) {
+                Entry::Live(takeover) => {
+                    takeover.cancel();
+                    true
+                }
+                Entry::Suspended(_) => false,
+            },
+            None => false,
+        }
+    }
 }
 
 fn lock(entry: &Mutex<Entry>) -> std::sync::MutexGuard<'_, Entry> {
@@ -166,7 +187,7 @@ mod tests {
     #[tokio::test]
     async fn a_suspended_session_is_claimed_once() {
         let sessions = Sessions::default();
-        let (token, _takeover) = sessions.register(&CancellationToken::new());
+        let (token, _takeover) = sessions.register(&CancellationToken::new(), PeerId::random());
         let suspended = state();
         let id = suspended.id;
         sessions.suspend(token, suspended);
@@ -180,7 +201,7 @@ mod tests {
     async fn claiming_a_live_session_switches_its_connection_off_and_waits_for_it() {
         let sessions = Arc::new(Sessions::default());
         let shutdown = CancellationToken::new();
-        let (token, takeover) = sessions.register(&shutdown);
+        let (token, takeover) = sessions.register(&shutdown, PeerId::random());
         let suspended = state();
         let id = suspended.id;
         // The live connection: when switched off, it suspends its session.
@@ -200,7 +221,7 @@ mod tests {
     #[tokio::test]
     async fn expiry_takes_only_a_suspended_session() {
         let sessions = Sessions::default();
-        let (token, _takeover) = sessions.register(&CancellationToken::new());
+        let (token, _takeover) = sessions.register(&CancellationToken::new(), PeerId::random());
         assert!(sessions.expire(token).is_none(), "a live session does not expire");
         sessions.suspend(token, state());
         assert!(sessions.expire(token).is_some());
@@ -212,7 +233,7 @@ mod tests {
     fn a_removed_peer_s_suspended_session_ends_and_a_live_one_is_left_to_its_connection() {
         use crate::hub::activity::Suspended;
         let sessions = Sessions::default();
-        let (token, _takeover) = sessions.register(&CancellationToken::new());
+        let (token, _takeover) = sessions.register(&CancellationToken::new(), PeerId::random());
         let suspended = state();
         let id = suspended.id;
         assert!(Suspended::end(&sessions, id).is_none(), "live: its connection reads the removal");
@@ -225,8 +246,8 @@ mod tests {
     fn shutdown_switches_every_live_session_off() {
         let sessions = Sessions::default();
         let shutdown = CancellationToken::new();
-        let (_, a) = sessions.register(&shutdown);
-        let (_, b) = sessions.register(&shutdown);
+        let (_, a) = sessions.register(&shutdown, PeerId::random());
+        let (_, b) = sessions.register(&shutdown, PeerId::random());
         shutdown.cancel();
         assert!(a.is_cancelled() && b.is_cancelled());
         assert_eq!(sessions.len(), 2);

@@ -227,6 +227,7 @@ mod tests {
                 RoomEvent::Left { seq, peer } => format!("{room} {seq} left {peer}"),
                 RoomEvent::Closed { seq } => format!("{room} {seq} closed"),
                 RoomEvent::Broadcast { .. } => format!("{room} broadcast"),
+                RoomEvent::Moved { peer, .. } => format!("{room} moved {peer}"),
             };
             self.0.lock().unwrap().push(line);
         }
@@ -249,6 +250,7 @@ mod tests {
         }
         fn forget(&self, _: &str, _: &[PeerId]) {}
         fn reaped(&self, _: &str, _: Vec<Listed>, _: bool) {}
+        fn expired(&self, _: &str, _: Listed, _: bool) {}
         fn command(&self, _: PeerId, _: &Command) -> bool {
             false
         }

@@ -26,15 +26,17 @@
 //! the same way.
 
 pub mod memory;
+pub mod parking;
 
 use std::sync::Arc;
 
-use futures_util::future::BoxFuture;
+use futures_util::future::{self, BoxFuture, FutureExt};
 use serde_json::value::RawValue;
 use switchboard_protocol::ErrorCode;
 
 use crate::outbox::Removal;
 use crate::peer_id::{NodeId, PeerId};
+use parking::{Adopted, Claim, Parked, SessionRecord};
 
 /// Why the broker could not do something. Whatever it is, the peer is told
 /// `unavailable` and may try again.
@@ -158,6 +160,9 @@ pub enum Command {
     Send(String),
     /// Close its connection with this code and reason; its session is over.
     Remove(Removal),
+    /// Another node resumes its session: switch its (half-open) connection
+    /// off, which parks the session for the claim (close 4001).
+    HandOver,
 }
 
 /// What a leave did.
@@ -209,6 +214,19 @@ pub enum RoomEvent<'a> {
         /// Who left.
         peer: PeerId,
     },
+    /// A member's session moved: parked while its peer is away
+    /// ([`NodeId::parked`]), or claimed by a node. The members hear nothing;
+    /// relays to it go the new way.
+    Moved {
+        /// The event's number.
+        seq: u64,
+        /// Whose.
+        peer: PeerId,
+        /// Where it was.
+        from: NodeId,
+        /// Where it is now.
+        to: NodeId,
+    },
     /// The room was closed (the server API): every member joined before `seq`
     /// is out of it, and it is gone.
     Closed {
@@ -257,6 +275,9 @@ pub trait RoomEvents: Send + Sync {
     /// Members of a node that died were removed from `room` by this node
     /// (`emptied`: the room went with them). Told to exactly one node.
     fn reaped(&self, room: &str, members: Vec<Listed>, emptied: bool);
+    /// A parked session's grace period ran out and this node took it out of
+    /// `room` (`emptied`: the room went with it). Told to exactly one node.
+    fn expired(&self, room: &str, member: Listed, emptied: bool);
     /// Carries out `command` if `peer` is connected here (or suspended,
     /// waiting for a resume); returns whether it was.
     fn command(&self, peer: PeerId, command: &Command) -> bool;
@@ -327,6 +348,58 @@ pub trait Broker: Send + Sync {
     /// The state of the backing service, for `/readyz` (`"up"`, `"down"`);
     /// `None` when there is none.
     fn state(&self) -> Option<&'static str>;
+
+    /// Whether the deployment keeps resumable sessions (see [`parking`]), so
+    /// that any node can resume them; when it does not, each node keeps its own.
+    fn keeps_sessions(&self) -> bool {
+        false
+    }
+
+    /// Records a live resumable session for the deployment, in order with the
+    /// session's later changes. Best effort: a session whose record is lost can
+    /// still be parked and resumed, and only a node's death loses it.
+    fn open_session(&self, _record: &SessionRecord) {}
+
+    /// A live session's rooms changed.
+    fn session_rooms(&self, _peer: PeerId, _rooms: &[Arc<str>]) {}
+
+    /// The session is over (its client left, or the server removed it).
+    fn end_session(&self, _peer: PeerId, _token: PeerId) {}
+
+    /// Parks a session whose connection is gone: its records point at
+    /// [`NodeId::parked`] and relays to it are queued in the deployment until a
+    /// node claims it or its grace period runs out. Returns whether it was
+    /// parked (if not, the caller keeps it). Relays this node routes to the
+    /// peer after the call are queued after `frames`.
+    fn park(&self, _parked: Parked) -> BoxFuture<'_, bool> {
+        future::ready(false).boxed()
+    }
+
+    /// The peer whose session `token` resumes, if any.
+    fn find_session(&self, _token: PeerId) -> BoxFuture<'_, Result<Option<PeerId>, BrokerError>> {
+        future::ready(Ok(None)).boxed()
+    }
+
+    /// Takes the session of `peer` that `token` resumes, for this node: a
+    /// parked one at once; a live one on another node after that node hands it
+    /// over; one whose node died, as it was. The caller has registered the peer
+    /// with its hub, so relays that arrive for it meanwhile are kept.
+    fn claim(&self, _token: PeerId, _peer: PeerId) -> BoxFuture<'_, Result<Claim, BrokerError>> {
+        future::ready(Ok(Claim::Unknown)).boxed()
+    }
+
+    /// Moves a claimed session's record in `room` to this node; `None` if it
+    /// is not in the room any more.
+    fn adopt<'a>(&'a self, _room: &'a Arc<str>, _peer: PeerId) -> BoxFuture<'a, Result<Option<Adopted>, BrokerError>> {
+        future::ready(Ok(None)).boxed()
+    }
+
+    /// Ends a parked session now (the server API removed it): it leaves its
+    /// rooms. Returns what it left, or `None` if no such session is parked.
+    #[allow(clippy::type_complexity)]
+    fn evict(&self, _peer: PeerId) -> BoxFuture<'_, Result<Option<Vec<(Arc<str>, Listed, Vacated)>>, BrokerError>> {
+        future::ready(Ok(None)).boxed()
+    }
 
     /// Leaves the deployment on a clean shutdown: this node's peers leave their
     /// rooms at once, rather than when the others notice the node is gone.

@@ -8,7 +8,7 @@
 
 use sha1::{Digest, Sha1};
 
-use crate::peer_id::NodeId;
+use crate::peer_id::{NodeId, PeerId};
 
 /// Length of the hex room tag.
 const TAG_LEN: usize = 16;
@@ -75,6 +75,35 @@ impl Keys {
     /// The lock a survivor takes while it removes a dead node's peers.
     pub fn reaper(&self, node: &str) -> String {
         format!("{}:node:{node}:reaper", self.prefix)
+    }
+
+    /// A resumable session's hash: `token`, `owner` (its node, or "" while
+    /// parked), `identity`, `rooms`, and while parked its queue's limits and
+    /// size (`maxm`, `maxb`, `bytes`), its deadline (`until`) and whether
+    /// something did not fit (`over`). Under the peer's own tag, with its queue.
+    pub fn session(&self, peer: PeerId) -> String {
+        format!("{}:{{s{peer}}}:session", self.prefix)
+    }
+
+    /// A parked session's queue: the frames sent to it while it is away, in order.
+    pub fn queue(&self, peer: PeerId) -> String {
+        format!("{}:{{s{peer}}}:queue", self.prefix)
+    }
+
+    /// Which peer a resume token resumes.
+    pub fn resume(&self, token: PeerId) -> String {
+        format!("{}:resume:{token}", self.prefix)
+    }
+
+    /// The set of resumable sessions a node holds live: dropped if it dies.
+    pub fn node_sessions(&self, node: &str) -> String {
+        format!("{}:node:{node}:sessions", self.prefix)
+    }
+
+    /// Parked sessions by deadline (ms since the epoch), for the survivors to
+    /// expire whichever node parked them.
+    pub fn parked(&self) -> String {
+        format!("{}:parked", self.prefix)
     }
 
     /// What a channel name this node subscribed to stands for.

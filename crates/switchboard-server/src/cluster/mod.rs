@@ -25,10 +25,12 @@
 //! While Redis is unreachable, peers on one node keep signaling each other;
 //! whatever must cross nodes, and every `join`, is refused with `unavailable`.
 
+pub mod fence;
 pub mod keys;
 pub mod link;
 pub mod presence;
 pub mod scripts;
+pub mod sessions;
 pub mod wire;
 
 use std::collections::{HashMap, HashSet};
@@ -45,6 +47,7 @@ use switchboard_protocol::ErrorCode;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
+use crate::broker::parking::{Adopted, Claim, Parked, SessionRecord};
 use crate::broker::{
     meta_of, now_ms, shown, user_of, Broker, BrokerError, Command, Listed, NodeInfo, RoomDetail, RoomEvent, RoomEvents,
     RoomSummary, Undelivered, Vacated, Verdict,
@@ -58,6 +61,9 @@ use wire::{InboxMessage, RoomMessage};
 /// Relays and broadcasts waiting for the publisher; beyond this, senders are
 /// told `unavailable` rather than the node buffering without bound.
 const OUTGOING_QUEUE: usize = 65_536;
+/// How long a stopping node that parked sessions keeps passing on the relays
+/// that still reach it for them.
+const PARKED_LINGER: Duration = Duration::from_millis(500);
 /// Most publishes sent to Redis in one pipeline.
 const PUBLISH_BATCH: usize = 512;
 
@@ -78,12 +84,21 @@ pub struct RedisConfig {
     pub max_peers_per_room: u32,
 }
 
-/// A publish waiting for the publisher task.
-struct Outgoing {
-    channel: String,
-    payload: Vec<u8>,
-    /// Who to tell if it cannot be published.
-    origin: Option<Origin>,
+/// Work waiting for the publisher task, which does it in order.
+enum Outgoing {
+    /// A publish (a relay to a node, a broadcast, a notice).
+    Publish {
+        channel: String,
+        payload: Vec<u8>,
+        /// Who to tell if it cannot be published.
+        origin: Option<Origin>,
+    },
+    /// A session's bookkeeping.
+    Command(redis::Cmd),
+    /// A session to park; whether it was, to the caller.
+    Park(Box<Parked>, oneshot::Sender<bool>),
+    /// A relay for a parked peer.
+    Push(Box<sessions::Push>, Option<Origin>),
 }
 
 struct Origin {
@@ -142,6 +157,12 @@ pub struct RedisBroker {
     wiring: Mutex<Option<Wiring>>,
     /// Server API commands waiting for answers, by request id.
     asked: Mutex<HashMap<PeerId, Asked>>,
+    /// Sessions this node parked lately: relays for them that still reach it are passed on.
+    parked_here: sessions::ParkedHere,
+    /// Peers that moved away from a node with relays from this one maybe in flight.
+    fences: fence::Fences,
+    /// The hub, once started (weak: the hub owns the broker).
+    events: std::sync::OnceLock<std::sync::Weak<dyn RoomEvents>>,
     /// Itself, for the tasks its calls spawn.
     me: std::sync::Weak<RedisBroker>,
 }
@@ -172,6 +193,9 @@ impl RedisBroker {
             metrics,
             wiring: Mutex::new(Some(Wiring { pushes, outgoing })),
             asked: Mutex::new(HashMap::new()),
+            parked_here: sessions::ParkedHere::default(),
+            fences: fence::Fences::default(),
+            events: std::sync::OnceLock::new(),
         }))
     }
 
@@ -306,24 +330,34 @@ impl RedisBroker {
     async fn remove(&self, room: &Arc<str>, peer: PeerId) -> Vacated {
         let result = async {
             self.check_up()?;
-            let mut link = self.link.clone();
-            let mut invocation = scripts::LEAVE.key(self.keys.room(room));
-            invocation
-                .arg(peer.as_str())
-                .arg(self.node.as_str())
-                .arg(self.keys.room_channel(room))
-                .arg(link.publish_command());
-            self.call(invocation.invoke_async::<i64>(&mut link)).await
+            self.remove_as(room, peer, self.node).await
         }
         .await;
         match result {
-            Ok(removed) => Vacated { removed: removed > 0, emptied: removed == 2 },
+            Ok((vacated, _)) => vacated,
             Err(error) => {
                 debug!(%error, %room, %peer, "leave not recorded in Redis; will resync");
                 self.lock_dirty().insert(room.clone());
                 Vacated::default()
             }
         }
+    }
+
+    /// Removes `peer` from `room` if its record points at `node`; returns what
+    /// that did and the member it was.
+    async fn remove_as(
+        &self,
+        room: &str,
+        peer: PeerId,
+        node: NodeId,
+    ) -> Result<(Vacated, Option<Listed>), BrokerError> {
+        let mut link = self.link.clone();
+        let mut invocation = scripts::LEAVE.key(self.keys.room(room));
+        invocation.arg(peer.as_str()).arg(node.as_str()).arg(self.keys.room_channel(room)).arg(link.publish_command());
+        let answer: Vec<Value> = self.call(invocation.invoke_async(&mut link)).await?;
+        let removed = answer.first().map_or(0, int);
+        let member = answer.get(1).and_then(text).and_then(wire::parse_record).and_then(|r| member(peer, &r));
+        Ok((Vacated { removed: removed > 0, emptied: removed == 2 }, member))
     }
 
     /// The members of `room` on every node.
@@ -335,8 +369,45 @@ impl RedisBroker {
     }
 
     fn enqueue(&self, channel: String, payload: Vec<u8>, origin: Option<Origin>) -> Result<(), BrokerError> {
+        self.send(Outgoing::Publish { channel, payload, origin })
+    }
+
+    fn send(&self, outgoing: Outgoing) -> Result<(), BrokerError> {
         self.check_up()?;
-        self.outgoing.try_send(Outgoing { channel, payload, origin }).map_err(|_| BrokerError::Backlog)
+        self.outgoing.try_send(outgoing).map_err(|_| BrokerError::Backlog)
+    }
+
+    /// Routes a relay for `target` to where it is: a node's inbox, or its
+    /// parked queue. Held instead while `target` is fenced.
+    fn route(
+        &self,
+        node: NodeId,
+        target: PeerId,
+        sender: PeerId,
+        sender_node: NodeId,
+        frame: &str,
+    ) -> Result<(), BrokerError> {
+        if self.fences.hold(target, sender, frame) {
+            return Ok(());
+        }
+        self.route_now(node, target, sender, sender_node, frame)
+    }
+
+    fn route_now(
+        &self,
+        node: NodeId,
+        target: PeerId,
+        sender: PeerId,
+        sender_node: NodeId,
+        frame: &str,
+    ) -> Result<(), BrokerError> {
+        let origin =
+            (sender_node == self.node).then(|| Origin { sender, rid: peek_rid(frame).map(RawValue::to_owned) });
+        if node.is_parked() {
+            let push = sessions::Push { target, sender, sender_node, frame: frame.to_owned() };
+            return self.send(Outgoing::Push(Box::new(push), origin));
+        }
+        self.enqueue(self.keys.inbox(node), wire::relay(target, sender, sender_node, frame), origin)
     }
 
     fn lock_dirty(&self) -> std::sync::MutexGuard<'_, HashSet<Arc<str>>> {
@@ -347,6 +418,11 @@ impl RedisBroker {
     /// rooms (the others see `peer-left` at once, not after the TTL).
     async fn deregister(&self) {
         let node = self.node.as_str();
+        // Relays sent here before their senders heard that this node parked
+        // their targets are still passed on for a moment.
+        if !self.parked_here.is_empty() {
+            tokio::time::sleep(PARKED_LINGER).await;
+        }
         let result = async {
             let mut link = self.link.clone();
             let rooms: Vec<String> =
@@ -356,8 +432,13 @@ impl RedisBroker {
             }
             let mut srem = redis::cmd("SREM");
             srem.arg(self.keys.nodes()).arg(node);
-            let commands =
-                vec![del(self.keys.node_rooms(node)), del(self.keys.alive(node)), del(self.keys.node_info(node)), srem];
+            let commands = vec![
+                del(self.keys.node_rooms(node)),
+                del(self.keys.alive(node)),
+                del(self.keys.node_info(node)),
+                del(self.keys.node_sessions(node)),
+                srem,
+            ];
             self.call(link.batch(commands)).await.map(drop)
         }
         .await;
@@ -517,6 +598,43 @@ impl RedisBroker {
         self.asked.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// A session moved: relays this node sent to its old node may still be on
+    /// their way, so later ones wait behind a fence (see [`fence`]).
+    fn on_moved(&self, peer: PeerId, from: NodeId, to: NodeId) {
+        if from.is_parked() || from == self.node || from == to {
+            self.fences.moved(peer, to);
+            return;
+        }
+        let id = self.fences.raise(peer, to);
+        if self.enqueue(self.keys.inbox(from), wire::fence(peer, self.node, id), None).is_err() {
+            self.lower_fence(peer, id);
+            return;
+        }
+        // A node that does not answer is gone, with what it had not passed on.
+        if let Some(broker) = self.me.upgrade() {
+            let lapse = self.timeout;
+            tokio::spawn(async move {
+                tokio::time::sleep(lapse).await;
+                broker.lower_fence(peer, id);
+            });
+        }
+    }
+
+    /// A fence is passed: the relays it held go where the peer is now.
+    fn lower_fence(&self, peer: PeerId, id: u64) {
+        self.fences.lower(peer, id, |to, held| {
+            for relay in held {
+                if to == self.node {
+                    if let Some(events) = self.events.get().and_then(std::sync::Weak::upgrade) {
+                        let _ = events.deliver(peer, &relay.frame);
+                    }
+                } else if let Err(error) = self.route_now(to, peer, relay.sender, self.node, &relay.frame) {
+                    debug!(%error, %peer, "a held relay could not be sent");
+                }
+            }
+        });
+    }
+
     /// The other live nodes, from what each writes on its heartbeat.
     async fn list_nodes(&self) -> Result<Vec<NodeInfo>, BrokerError> {
         self.check_up()?;
@@ -589,6 +707,7 @@ impl Broker for RedisBroker {
 
     /// Starts the broker's tasks: the publisher, the receiver of pushes, presence.
     fn start(self: Arc<Self>, events: Arc<dyn RoomEvents>) {
+        let _ = self.events.set(Arc::downgrade(&events));
         let Some(wiring) = self.wiring.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() else {
             return;
         };
@@ -644,8 +763,49 @@ impl Broker for RedisBroker {
     }
 
     fn forward(&self, node: NodeId, target: PeerId, sender: PeerId, frame: &str) -> Result<(), BrokerError> {
-        let origin = Origin { sender, rid: peek_rid(frame).map(RawValue::to_owned) };
-        self.enqueue(self.keys.inbox(node), wire::relay(target, sender, self.node, frame), Some(origin))
+        self.route(node, target, sender, self.node, frame)
+    }
+
+    fn keeps_sessions(&self) -> bool {
+        self.is_up()
+    }
+
+    fn open_session(&self, record: &SessionRecord) {
+        for command in self.open_commands(record) {
+            let _ = self.send(Outgoing::Command(command));
+        }
+    }
+
+    fn session_rooms(&self, peer: PeerId, rooms: &[Arc<str>]) {
+        let _ = self.send(Outgoing::Command(self.rooms_command(peer, rooms)));
+    }
+
+    fn end_session(&self, peer: PeerId, token: PeerId) {
+        for command in self.end_commands(peer, token) {
+            let _ = self.send(Outgoing::Command(command));
+        }
+    }
+
+    fn park(&self, parked: Parked) -> BoxFuture<'_, bool> {
+        let (done, parked_now) = oneshot::channel();
+        let queued = self.send(Outgoing::Park(Box::new(parked), done)).is_ok();
+        async move { queued && parked_now.await.unwrap_or(false) }.boxed()
+    }
+
+    fn find_session(&self, token: PeerId) -> BoxFuture<'_, Result<Option<PeerId>, BrokerError>> {
+        self.find(token).boxed()
+    }
+
+    fn claim(&self, token: PeerId, peer: PeerId) -> BoxFuture<'_, Result<Claim, BrokerError>> {
+        self.claim_now(token, peer).boxed()
+    }
+
+    fn adopt<'a>(&'a self, room: &'a Arc<str>, peer: PeerId) -> BoxFuture<'a, Result<Option<Adopted>, BrokerError>> {
+        self.adopt_record(room, peer).boxed()
+    }
+
+    fn evict(&self, peer: PeerId) -> BoxFuture<'_, Result<Option<Vec<(Arc<str>, Listed, Vacated)>>, BrokerError>> {
+        self.evict_now(peer).boxed()
     }
 
     fn broadcast(&self, room: &str, sender: PeerId, frame: &str) -> Result<(), BrokerError> {
@@ -666,31 +826,112 @@ fn failed(error: redis::RedisError) -> BrokerError {
     BrokerError::Failed(error.to_string())
 }
 
-/// Sends queued relays and broadcasts, in order, pipelined in batches.
+/// Sends queued relays and broadcasts, in order, pipelined in batches; parks
+/// and relays to parked peers cut a batch and are done on their own, in their place.
 async fn publish(events: Arc<dyn RoomEvents>, broker: Arc<RedisBroker>, mut queue: mpsc::Receiver<Outgoing>) {
     let mut batch = Vec::with_capacity(PUBLISH_BATCH);
+    let mut run: Vec<Outgoing> = Vec::with_capacity(PUBLISH_BATCH);
     let mut link = broker.link.clone();
-    let command = link.publish_command();
     while queue.recv_many(&mut batch, PUBLISH_BATCH).await > 0 {
-        let commands = batch
-            .iter()
-            .map(|item| {
+        for item in batch.drain(..) {
+            match item {
+                Outgoing::Park(parked, done) => {
+                    flush(&*events, &broker, &mut link, &mut run).await;
+                    let parked_now = broker.park_now(&parked).await;
+                    if let Err(error) = &parked_now {
+                        warn!(%error, peer = %parked.record.id, "could not park a session in Redis");
+                    }
+                    let _ = done.send(parked_now.is_ok());
+                }
+                Outgoing::Push(push, origin) => {
+                    flush(&*events, &broker, &mut link, &mut run).await;
+                    push_parked(&*events, &broker, &push, origin).await;
+                }
+                other => run.push(other),
+            }
+        }
+        flush(&*events, &broker, &mut link, &mut run).await;
+    }
+}
+
+/// Sends a run of publishes and commands in one pipeline.
+async fn flush(events: &dyn RoomEvents, broker: &RedisBroker, link: &mut Link, run: &mut Vec<Outgoing>) {
+    if run.is_empty() {
+        return;
+    }
+    let command = link.publish_command();
+    let commands = run
+        .iter()
+        .filter_map(|item| match item {
+            Outgoing::Publish { channel, payload, .. } => {
                 let mut publish = redis::cmd(command);
-                publish.arg(&item.channel).arg(&item.payload);
-                publish
-            })
-            .collect();
-        match broker.call(link.batch(commands)).await {
-            Ok(_) => broker.metrics.broker_published.increment(batch.len() as u64),
-            Err(error) => {
-                debug!(%error, lost = batch.len(), "publish failed; telling the senders");
-                for origin in batch.iter().filter_map(|item| item.origin.as_ref()) {
+                publish.arg(channel).arg(payload);
+                Some(publish)
+            }
+            Outgoing::Command(command) => Some(command.clone()),
+            _ => None,
+        })
+        .collect();
+    match broker.call(link.batch(commands)).await {
+        Ok(_) => broker.metrics.broker_published.increment(run.len() as u64),
+        Err(error) => {
+            debug!(%error, lost = run.len(), "publish failed; telling the senders");
+            for item in run.iter() {
+                if let Outgoing::Publish { origin: Some(origin), .. } = item {
                     let message = "the Redis broker is unreachable; the message was not delivered";
                     events.tell_error(origin.sender, ErrorCode::Unavailable, message, origin.rid.as_deref());
                 }
             }
         }
-        batch.clear();
+    }
+    run.clear();
+}
+
+/// Queues a relay in a parked peer's queue, or sends it on to the node that
+/// claimed the peer meanwhile, before anything this node sends later.
+async fn push_parked(events: &dyn RoomEvents, broker: &RedisBroker, push: &sessions::Push, origin: Option<Origin>) {
+    let verdict = broker.push_now(push).await;
+    let full = match verdict {
+        Ok(Ok(None)) => return,
+        Ok(Ok(Some(node))) if node == broker.node => {
+            if let Err(error) = events.deliver(push.target, &push.frame) {
+                error == Undelivered::Full
+            } else {
+                return;
+            }
+        }
+        Ok(Ok(Some(node))) => {
+            let payload = wire::relay(push.target, push.sender, push.sender_node, &push.frame);
+            let mut link = broker.link.clone();
+            let mut publish = redis::cmd(link.publish_command());
+            publish.arg(broker.keys.inbox(node)).arg(payload);
+            match broker.call(link.batch(vec![publish])).await {
+                Ok(_) => return,
+                Err(_) => false,
+            }
+        }
+        Ok(Err(full)) => full,
+        Err(_) => false,
+    };
+    let rid = peek_rid(&push.frame);
+    match origin {
+        Some(origin) => {
+            let (code, message) = undelivered(push.target, full);
+            events.tell_error(origin.sender, code, &message, origin.rid.as_deref());
+        }
+        None => {
+            let notice = wire::undeliverable(push.sender, push.target, full, rid.map(RawValue::get));
+            let _ = broker.enqueue(broker.keys.inbox(push.sender_node), notice, None);
+        }
+    }
+}
+
+/// What a sender is told about a relay that did not reach `target`.
+fn undelivered(target: PeerId, full: bool) -> (ErrorCode, String) {
+    if full {
+        (ErrorCode::DeliveryFailed, format!("peer `{target}` is not reading its messages and is being disconnected"))
+    } else {
+        (ErrorCode::UnknownTarget, format!("peer `{target}` left before the message reached it"))
     }
 }
 
@@ -715,12 +956,22 @@ async fn receive(events: Arc<dyn RoomEvents>, broker: Arc<RedisBroker>, mut push
 fn on_message(events: &dyn RoomEvents, broker: &RedisBroker, channel: &str, payload: &[u8]) {
     match broker.keys.parse_channel(channel) {
         Some(Channel::Room(room)) => match wire::parse_room(payload).and_then(room_event) {
-            Some(event) => events.apply(room, event),
+            Some(event) => {
+                if let RoomEvent::Moved { peer, from, to, .. } = event {
+                    broker.on_moved(peer, from, to);
+                }
+                events.apply(room, event)
+            }
             None => warn!(%room, "unreadable room event from Redis"),
         },
         Some(Channel::Inbox) => match wire::parse_inbox(payload) {
             Some(InboxMessage::Relay { target, sender, sender_node, frame }) => {
                 if let Err(error) = events.deliver(target, frame) {
+                    // Sent before its sender heard that this node parked the peer: passed on.
+                    if error == Undelivered::Gone && broker.parked_here.contains(target) {
+                        let _ = broker.route_now(NodeId::parked(), target, sender, sender_node, frame);
+                        return;
+                    }
                     let full = error == Undelivered::Full;
                     let notice = wire::undeliverable(sender, target, full, peek_rid(frame).map(RawValue::get));
                     // Best effort: the sender's node may be the one that is gone.
@@ -729,16 +980,14 @@ fn on_message(events: &dyn RoomEvents, broker: &RedisBroker, channel: &str, payl
             }
             Some(InboxMessage::Undeliverable { to, target, full, rid }) => {
                 let rid = rid.and_then(|rid| serde_json::from_str::<&RawValue>(rid).ok());
-                let (code, message) = if full {
-                    (
-                        ErrorCode::DeliveryFailed,
-                        format!("peer `{target}` is not reading its messages and is being disconnected"),
-                    )
-                } else {
-                    (ErrorCode::UnknownTarget, format!("peer `{target}` left before the message reached it"))
-                };
+                let (code, message) = undelivered(target, full);
                 events.tell_error(to, code, &message, rid);
             }
+            Some(InboxMessage::Fence { peer, asker, fence }) => {
+                // Behind whatever this node passed on for the relays before the fence.
+                let _ = broker.enqueue(broker.keys.inbox(asker), wire::fenced(peer, fence), None);
+            }
+            Some(InboxMessage::Fenced { peer, fence }) => broker.lower_fence(peer, fence),
             Some(InboxMessage::Command { peer, asker, request, command }) => {
                 let found = events.command(peer, &command);
                 let _ = broker.enqueue(broker.keys.inbox(asker), wire::answer(request, found), None);
@@ -758,6 +1007,7 @@ fn room_event(message: RoomMessage<'_>) -> Option<RoomEvent<'_>> {
         }
         RoomMessage::Left { seq, peer } => RoomEvent::Left { seq, peer },
         RoomMessage::Closed { seq } => RoomEvent::Closed { seq },
+        RoomMessage::Moved { seq, peer, from, to } => RoomEvent::Moved { seq, peer, from, to },
         RoomMessage::Broadcast { node, sender, frame } => RoomEvent::Broadcast { node, sender, frame },
     })
 }

@@ -25,6 +25,9 @@ use crate::peer_id::PeerId;
 
 /// How long a survivor holds the lock on reaping one dead node.
 const REAP_LOCK: Duration = Duration::from_secs(30);
+/// How long this node passes on relays for a session it parked: longer than
+/// any relay sent before the move can take to arrive.
+const PARKED_HERE_FOR: Duration = Duration::from_secs(60);
 /// Every this many beats, forget index entries for rooms this node has left.
 const PRUNE_EVERY: u32 = 60;
 
@@ -50,6 +53,8 @@ pub async fn run(events: Arc<dyn RoomEvents>, broker: Arc<RedisBroker>) {
                 broker.mark_up();
             }
             reap_dead(&broker, &*events).await?;
+            broker.expire_parked(&*events).await?;
+            broker.parked_here.prune(PARKED_HERE_FOR);
             if count % PRUNE_EVERY == 0 {
                 prune_index(&broker).await?;
             }
@@ -161,6 +166,10 @@ async fn reap_dead(broker: &RedisBroker, events: &dyn RoomEvents) -> Result<(), 
             let (members, emptied) = broker.reap_room(room, node).await?;
             removed += members.len();
             events.reaped(room, members, emptied);
+        }
+        let sessions = broker.drop_sessions_of(node).await?;
+        if sessions > 0 {
+            info!(%node, sessions, "dropped the resumable sessions of a dead node");
         }
         let mut forget = redis::cmd("DEL");
         forget.arg(broker.keys.node_rooms(node));

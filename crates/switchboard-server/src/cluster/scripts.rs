@@ -9,7 +9,9 @@
 //! * `{"k":"r",...}`, the same for a peer its node wrote back after Redis lost
 //!   it: news only to nodes that had forgotten it;
 //! * `{"k":"l","s":<seq>,"p":"<peer>"}`: a peer left;
-//! * `{"k":"c","s":<seq>}`: the room was closed (every member is out).
+//! * `{"k":"c","s":<seq>}`: the room was closed (every member is out);
+//! * `{"k":"m","s":<seq>,"p":"<peer>","f":"<node>","n":"<node>"}`: a member's
+//!   session moved (parked, or claimed by another node); members are not told.
 //!
 //! `seq` numbers a room's events (the hash's `\0seq` field). A node that admits
 //! a peer learns the seq of its join, and only sends it later events: the stream
@@ -95,21 +97,22 @@ return {'ok', cap or '', joined, redis.call('HGETALL', room), count == 0 and 1 o
 
 /// Removes a peer, if it is there and belongs to the calling node.
 ///
-/// KEYS: the room. ARGV: peer, node, channel, publish command. Returns 0 if it
-/// was not there, 1 if removed, 2 if removed and the room is gone with it.
+/// KEYS: the room. ARGV: peer, node, channel, publish command. Returns `{0}` if
+/// it was not there, `{1, record}` if removed, `{2, record}` if removed and the
+/// room is gone with it.
 pub static LEAVE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         "{PRELUDE}{}",
         r#"
 local room, peer = KEYS[1], ARGV[1]
 local record = redis.call('HGET', room, peer)
-if not record or cjson.decode(record).n ~= ARGV[2] then return 0 end
+if not record or cjson.decode(record).n ~= ARGV[2] then return {0} end
 remove(room, peer, ARGV[3], ARGV[4])
 if members(room) == 0 then
   redis.call('DEL', room)
-  return 2
+  return {2, record}
 end
-return 1
+return {1, record}
 "#
     ))
 });
@@ -136,6 +139,30 @@ end
 if #removed > 1 and members(room) == 0 then removed[1] = 1 end
 drop_if_empty(room)
 return removed
+"#
+    ))
+});
+
+/// Moves a member's record to another node (or to parking), keeping its place
+/// and profile, and publishes `moved`.
+///
+/// KEYS: the room. ARGV: peer, the node it moves to, channel, publish command.
+/// Returns `{"gone"}` if it is not a member, else `{"ok", capacity or "", seq
+/// of the move, HGETALL}`.
+pub static MOVE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{PRELUDE}{}",
+        r#"
+local room, peer, to = KEYS[1], ARGV[1], ARGV[2]
+local record = redis.call('HGET', room, peer)
+if not record then return {'gone'} end
+local from = cjson.decode(record).n
+-- Records start with {"n":"<node>": only the node changes.
+local moved = '{"n":"' .. to .. '"' .. string.sub(record, 8 + string.len(from))
+redis.call('HSET', room, peer, moved)
+local seq = redis.call('HINCRBY', room, '\0seq', 1)
+redis.call(ARGV[4], ARGV[3], '{"k":"m","s":' .. seq .. ',"p":"' .. peer .. '","f":"' .. from .. '","n":"' .. to .. '"}')
+return {'ok', redis.call('HGET', room, '\0cap') or '', seq, redis.call('HGETALL', room)}
 "#
     ))
 });

@@ -28,6 +28,11 @@ pub enum InboxMessage<'a> {
     Command { peer: PeerId, asker: NodeId, request: PeerId, command: Command },
     /// The answer to request `request`: whether the peer was there.
     Answer { request: PeerId, found: bool },
+    /// `asker` saw `peer` move away from this node: answer [`InboxMessage::Fenced`]
+    /// once every relay it sent here before has been dealt with.
+    Fence { peer: PeerId, asker: NodeId, fence: u64 },
+    /// This node's fence `fence` for `peer` is passed.
+    Fenced { peer: PeerId, fence: u64 },
 }
 
 /// A message on a room's channel.
@@ -40,6 +45,8 @@ pub enum RoomMessage<'a> {
     Left { seq: u64, peer: PeerId },
     /// The room was closed.
     Closed { seq: u64 },
+    /// A member's session moved from one node (or parking) to another.
+    Moved { seq: u64, peer: PeerId, from: NodeId, to: NodeId },
     /// A room broadcast from `sender` on `node`, as delivered.
     Broadcast { node: NodeId, sender: PeerId, frame: &'a str },
 }
@@ -76,6 +83,7 @@ pub fn command(peer: PeerId, asker: NodeId, request: PeerId, command: &Command) 
     let tail = match command {
         Command::Send(frame) => format!("s{frame}"),
         Command::Remove(removal) => format!("x{:05}{}", removal.code, removal.reason.as_str()),
+        Command::HandOver => "h".to_owned(),
     };
     header(b'c', &[peer.as_str(), asker.as_str(), request.as_str()], tail.len(), &tail)
 }
@@ -125,6 +133,18 @@ pub fn answer(request: PeerId, found: bool) -> Vec<u8> {
     header(b'a', &[request.as_str()], 1, if found { "1" } else { "0" })
 }
 
+/// Encodes a fence for the node `peer` moved away from.
+pub fn fence(peer: PeerId, asker: NodeId, fence: u64) -> Vec<u8> {
+    let fence = fence.to_string();
+    header(b'F', &[peer.as_str(), asker.as_str()], fence.len(), &fence)
+}
+
+/// Encodes the answer to a fence.
+pub fn fenced(peer: PeerId, fence: u64) -> Vec<u8> {
+    let fence = fence.to_string();
+    header(b'K', &[peer.as_str()], fence.len(), &fence)
+}
+
 /// Encodes a relay for `target`'s node.
 pub fn relay(target: PeerId, sender: PeerId, sender_node: NodeId, frame: &str) -> Vec<u8> {
     header(b'r', &[target.as_str(), sender.as_str(), sender_node.as_str()], frame.len(), frame)
@@ -169,6 +189,7 @@ pub fn parse_inbox(payload: &[u8]) -> Option<InboxMessage<'_>> {
             let asker = NodeId::parse(ids[1].as_str())?;
             let command = match tail.split_at_checked(1)? {
                 ("s", frame) => Command::Send(frame.to_owned()),
+                ("h", "") => Command::HandOver,
                 ("x", rest) => {
                     let (code, reason) = rest.split_at_checked(5)?;
                     Command::Remove(Removal { code: code.parse().ok()?, reason: reason.to_owned().into() })
@@ -180,6 +201,15 @@ pub fn parse_inbox(payload: &[u8]) -> Option<InboxMessage<'_>> {
         b'a' => {
             let (ids, found) = ids::<1>(rest)?;
             Some(InboxMessage::Answer { request: ids[0], found: found == "1" })
+        }
+        b'F' => {
+            let (ids, fence) = ids::<2>(rest)?;
+            let asker = NodeId::parse(ids[1].as_str())?;
+            Some(InboxMessage::Fence { peer: ids[0], asker, fence: fence.parse().ok()? })
+        }
+        b'K' => {
+            let (ids, fence) = ids::<1>(rest)?;
+            Some(InboxMessage::Fenced { peer: ids[0], fence: fence.parse().ok()? })
         }
         _ => None,
     }
@@ -199,12 +229,20 @@ pub fn parse_room(payload: &[u8]) -> Option<RoomMessage<'_>> {
         p: &'a str,
         #[serde(borrow, default)]
         d: Option<&'a RawValue>,
+        #[serde(default)]
+        f: &'a str,
+        #[serde(default)]
+        n: &'a str,
     }
     let event: Event = serde_json::from_slice(payload).ok()?;
     if event.k == "c" {
         return Some(RoomMessage::Closed { seq: event.s });
     }
     let peer = PeerId::parse(event.p)?;
+    if event.k == "m" {
+        let (from, to) = (NodeId::parse(event.f)?, NodeId::parse(event.n)?);
+        return Some(RoomMessage::Moved { seq: event.s, peer, from, to });
+    }
     match (event.k, event.d) {
         (kind @ ("j" | "r"), Some(record)) => {
             let record = parse_record(record.get())?;
@@ -257,7 +295,7 @@ mod tests {
         ));
         let request = PeerId::random();
         let removal = Removal { code: 4003, reason: "bye".into() };
-        for command in [Command::Send(frame.to_owned()), Command::Remove(removal)] {
+        for command in [Command::Send(frame.to_owned()), Command::Remove(removal), Command::HandOver] {
             assert_eq!(
                 parse_inbox(&super::command(a, n, request, &command)),
                 Some(InboxMessage::Command { peer: a, asker: n, request, command })
@@ -265,6 +303,8 @@ mod tests {
         }
         assert_eq!(parse_inbox(&answer(request, true)), Some(InboxMessage::Answer { request, found: true }));
         assert_eq!(parse_inbox(&answer(request, false)), Some(InboxMessage::Answer { request, found: false }));
+        assert_eq!(parse_inbox(&fence(a, n, 42)), Some(InboxMessage::Fence { peer: a, asker: n, fence: 42 }));
+        assert_eq!(parse_inbox(&fenced(a, 42)), Some(InboxMessage::Fenced { peer: a, fence: 42 }));
         assert_eq!(parse_inbox(b"r-short"), None);
         assert_eq!(parse_inbox(b""), None);
     }
@@ -289,5 +329,10 @@ mod tests {
         assert!(matches!(parse_room(left.as_bytes()), Some(RoomMessage::Left { seq: 5, peer: p }) if p == peer));
         assert!(parse_room(b"{\"k\":\"x\",\"s\":1,\"p\":\"y\"}").is_none());
         assert!(matches!(parse_room(br#"{"k":"c","s":9}"#), Some(RoomMessage::Closed { seq: 9 })));
+        let moved = format!(r#"{{"k":"m","s":6,"p":"{peer}","f":"{node}","n":"{}"}}"#, NodeId::parked());
+        assert!(matches!(
+            parse_room(moved.as_bytes()),
+            Some(RoomMessage::Moved { seq: 6, peer: p, from, to }) if p == peer && from == node && to.is_parked()
+        ));
     }
 }

@@ -28,6 +28,7 @@ use tracing::{debug, info};
 use super::admitted::Admitted;
 use crate::app::App;
 use crate::auth::{Identity, TokenError, ANONYMOUS};
+use crate::broker::parking::{Claim, Parked, SessionRecord};
 use crate::broker::{meta_of, shown, BrokerError, Shown};
 use crate::connection::{Connection, Departure, Handler, Pending};
 use crate::hub::activity::LeftReason;
@@ -36,7 +37,7 @@ use crate::hub::{JoinError, Joiner, RelayError};
 use crate::outbox::Outbox;
 use crate::peer_id::PeerId;
 use crate::rate_limit::Limit;
-use crate::resume::SessionState;
+use crate::resume::{ResumeToken, SessionState};
 use crate::settings::HookFailure;
 use crate::telemetry::metrics::Endpoint;
 use crate::webhooks::join_hook::HookVerdict;
@@ -91,7 +92,7 @@ async fn set_up(
     // whole grace period after every dropped connection.
     let resumable = resume.is_some() && !app.settings.resume_grace.is_zero();
     let claimed = match resume.as_deref().and_then(PeerId::parse) {
-        Some(token) if resumable => app.sessions.claim(token).await,
+        Some(token) if resumable => claim(&app, token).await,
         _ => None,
     };
     let resumed = match claimed {
@@ -111,14 +112,16 @@ async fn set_up(
         app.hub.connect(id, outbox.clone());
         SessionState { id, identity, outbox, rooms: Vec::new() }
     });
+    let SessionState { id, identity, outbox, rooms } = state;
     let (token, takeover) = match resumable {
         true => {
-            let (token, takeover) = app.sessions.register(&app.lifecycle().close_connections);
+            let (token, takeover) = app.sessions.register(&app.lifecycle().close_connections, id);
+            let record = SessionRecord { id, token, identity: identity.to_record(), rooms: rooms.clone() };
+            app.hub.broker().open_session(&record);
             (Some(token), Some(takeover))
         }
         false => (None, None),
     };
-    let SessionState { id, identity, outbox, rooms } = state;
     // TURN credentials name the authenticated user, or else the peer.
     let ice_servers = app.ice.for_user(identity.user.as_deref().unwrap_or(id.as_str()));
     let welcome = match token {
@@ -145,11 +148,48 @@ async fn set_up(
     Some(Connection { endpoint: Endpoint::Signaling, socket, outbox, handler, largest_frame, takeover, slot })
 }
 
+/// Takes back the session `token` resumes: one this node keeps (suspended,
+/// or live on a half-open connection), or else one the deployment keeps
+/// (parked by any node, or live on another, which hands it over).
+async fn claim(app: &Arc<App>, token: ResumeToken) -> Option<SessionState> {
+    if let Some(state) = app.sessions.claim(token).await {
+        return Some(state);
+    }
+    let broker = app.hub.broker();
+    if !broker.keeps_sessions() {
+        return None;
+    }
+    let peer = broker.find_session(token).await.ok().flatten()?;
+    let outbox = app.outbox();
+    // Registered before the claim: a relay sent here once the session is this
+    // node's is kept, behind what was queued for it while it was away.
+    app.hub.connect(peer, outbox.clone());
+    let taken = match broker.claim(token, peer).await {
+        Ok(Claim::Taken(taken)) => taken,
+        Ok(Claim::Unknown) | Err(_) => {
+            app.hub.disconnect(peer, Vec::new(), LeftReason::Disconnected);
+            return None;
+        }
+    };
+    let (rooms, mut missed) = app.hub.adopt(peer, &outbox, taken.record.rooms, &taken.known).await;
+    missed.extend(taken.frames.into_iter().map(|frame| Message::Text(frame.into())));
+    let fits = outbox.prepend(missed).is_ok();
+    if taken.overflowed || !fits {
+        // It lost messages while it was away: over, as on its own node.
+        broker.end_session(peer, token);
+        app.hub.disconnect(peer, rooms, LeftReason::Disconnected);
+        return None;
+    }
+    info!(peer = %peer, rooms = rooms.len(), "session resumed from another node");
+    Some(SessionState { id: peer, identity: Identity::from_record(&taken.record.identity), outbox, rooms })
+}
+
 /// Ends a suspended session whose grace period ran out without a resume.
-async fn expire(app: Arc<App>, token: crate::resume::ResumeToken) {
+async fn expire(app: Arc<App>, token: ResumeToken) {
     tokio::time::sleep(app.settings.resume_grace).await;
     if let Some(state) = app.sessions.expire(token) {
         debug!(peer = %state.id, "resume grace period over");
+        app.hub.broker().end_session(state.id, token);
         app.metrics.resume_expired.increment(1);
         app.hub.disconnect(state.id, state.rooms, LeftReason::TimedOut);
     }
@@ -310,6 +350,7 @@ impl Handler for Session {
     fn on_removed(&mut self, room: &str) {
         if let Some(index) = self.rooms.iter().position(|r| **r == *room) {
             self.app.hub.removed(self.rooms.remove(index));
+            self.rooms_changed();
         }
     }
 
@@ -317,8 +358,15 @@ impl Handler for Session {
         let rooms = std::mem::take(&mut self.rooms);
         // The server API may have removed the session just as its connection dropped.
         let removed = self.outbox.is_removed();
+        let comes_back = matches!(departure, Departure::Lost | Departure::TakenOver | Departure::Shutdown);
         match (departure, self.resume) {
-            // The client may come back: keep everything for it, for a while.
+            // The client may come back, to any node: the deployment keeps
+            // everything for it, for a while, if it keeps sessions.
+            (_, Some(token)) if comes_back && !removed && self.park(token, &rooms) => {
+                self.app.sessions.end(token);
+                debug!(peer = %self.id, ?departure, "signaling session parked");
+            }
+            // Else this node keeps it, unless this node is stopping.
             (Departure::Lost | Departure::TakenOver, Some(token)) if !removed => {
                 let state =
                     SessionState { id: self.id, identity: self.identity().clone(), outbox: self.outbox.clone(), rooms };
@@ -329,6 +377,7 @@ impl Handler for Session {
             (_, token) => {
                 if let Some(token) = token {
                     self.app.sessions.end(token);
+                    self.app.hub.broker().end_session(self.id, token);
                 }
                 let reason = if removed { LeftReason::Kicked } else { LeftReason::Disconnected };
                 self.app.hub.disconnect(self.id, rooms, reason);
@@ -339,6 +388,28 @@ impl Handler for Session {
 }
 
 impl Session {
+    /// Parks the session with the deployment (see `broker::parking`); whether it did.
+    fn park(&self, token: ResumeToken, rooms: &[Arc<str>]) -> bool {
+        let record = SessionRecord { id: self.id, token, identity: self.identity().to_record(), rooms: rooms.to_vec() };
+        let limits = self.outbox.limits();
+        let parked = Parked {
+            record,
+            frames: Vec::new(),
+            messages: limits.messages,
+            bytes: limits.bytes,
+            grace: self.app.settings.resume_grace,
+            known: Vec::new(),
+        };
+        self.app.hub.park(self.id, &self.outbox, parked)
+    }
+
+    /// Tells the deployment a resumable session's rooms, for whichever node resumes it.
+    fn rooms_changed(&self) {
+        if self.resume.is_some() {
+            self.app.hub.broker().session_rooms(self.id, &self.rooms);
+        }
+    }
+
     /// Who the peer is.
     fn identity(&self) -> &Identity {
         self.identity.as_deref().unwrap_or(&ANONYMOUS)
@@ -414,6 +485,7 @@ impl Session {
         let refusal = match self.app.hub.join(joiner, &room, rid.as_deref()).await {
             Ok(()) => {
                 self.rooms.push(room);
+                self.rooms_changed();
                 return;
             }
             Err(JoinError::AlreadyJoined) => RequestError::new(ErrorCode::AlreadyJoined, "already in this room"),
@@ -442,6 +514,7 @@ impl Session {
         for room in &leaving {
             self.app.hub.leave(self.id, room).await;
         }
+        self.rooms_changed();
         let names: Vec<&str> = leaving.iter().map(|r| &**r).collect();
         self.send(encode::left(&names, rid.as_deref()), "left");
     }

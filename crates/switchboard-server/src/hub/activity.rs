@@ -91,6 +91,9 @@ pub trait Suspended: Send + Sync {
     /// Ends `peer`'s session if it is suspended, returning its rooms for the
     /// hub to take it out of.
     fn end(&self, peer: PeerId) -> Option<Vec<Arc<str>>>;
+    /// Another node resumes `peer`'s session: switches its live connection
+    /// off (it parks itself). Returns whether it was live here.
+    fn hand_over(&self, peer: PeerId) -> bool;
 }
 
 /// Whether a room is told: native rooms only (see the module docs).

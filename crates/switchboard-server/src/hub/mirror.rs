@@ -13,7 +13,7 @@ use switchboard_protocol::server::encode;
 use switchboard_protocol::ErrorCode;
 
 use super::activity::{Activity, LeftReason};
-use super::room::{Member, Recent, Room};
+use super::room::{Location, Member, Recent, Room};
 use super::{server_sender, Hub};
 use crate::broker::{Command, Listed, NodeInfo, RoomEvent, RoomEvents, Undelivered};
 use crate::peer_id::PeerId;
@@ -35,7 +35,15 @@ impl RoomEvents for Hub {
                 let remote = (member.node != self.node).then(|| Member::remote(member.node, member.shown));
                 if room.pending_joins > 0 {
                     let joined = remote.clone();
-                    room.recent.push(Recent { seq, peer, joined, left: false, closed: false, frame: event.clone() });
+                    room.recent.push(Recent {
+                        seq,
+                        peer,
+                        joined,
+                        left: false,
+                        closed: false,
+                        moved: None,
+                        frame: event.clone(),
+                    });
                 }
                 if let (Some(member), false) = (remote, room.members.contains_key(&peer)) {
                     room.members.insert(peer, member);
@@ -47,8 +55,21 @@ impl RoomEvents for Hub {
                 room.notify_arrival();
             }
             RoomEvent::Left { seq, peer } => {
-                if room.members.get(&peer).is_some_and(|m| !m.is_local()) {
-                    room.members.shift_remove(&peer);
+                // A local member that left is removed here, under the lock its
+                // `peer-left` goes out under (see `Hub::leave_here`); not one
+                // that joined again after this event.
+                let local_left = room.members.get(&peer).map(|m| (m.is_local(), m.since < seq));
+                match local_left {
+                    Some((false, _)) => {
+                        room.members.shift_remove(&peer);
+                    }
+                    Some((true, true)) => {
+                        room.members.shift_remove(&peer);
+                        if !room.members.values().any(Member::is_local) {
+                            self.metrics.rooms.decrement(1.0);
+                        }
+                    }
+                    _ => {}
                 }
                 let event = room.flavor.left_event(room_name, peer);
                 if room.pending_joins > 0 {
@@ -58,6 +79,7 @@ impl RoomEvents for Hub {
                         joined: None,
                         left: true,
                         closed: false,
+                        moved: None,
                         frame: event.clone(),
                     });
                 }
@@ -89,12 +111,39 @@ impl RoomEvents for Hub {
                 }
                 if room.pending_joins > 0 {
                     let peer = server_sender();
-                    room.recent.push(Recent { seq, peer, joined: None, left: false, closed: true, frame: None });
+                    room.recent.push(Recent {
+                        seq,
+                        peer,
+                        joined: None,
+                        left: false,
+                        closed: true,
+                        moved: None,
+                        frame: None,
+                    });
                 }
                 let unused = room.is_unused();
                 drop(room);
                 if unused {
                     self.rooms.remove_if(room_name, |_, room| room.is_unused());
+                }
+            }
+            RoomEvent::Moved { seq, peer, from: _, to } => {
+                // The node that claims a session makes it local itself (`Hub::adopt`).
+                if to != self.node {
+                    if let Some(member) = room.members.get_mut(&peer).filter(|m| !m.is_local()) {
+                        member.location = Location::Remote(to);
+                    }
+                }
+                if room.pending_joins > 0 {
+                    room.recent.push(Recent {
+                        seq,
+                        peer,
+                        joined: None,
+                        left: false,
+                        closed: false,
+                        moved: Some(to),
+                        frame: None,
+                    });
                 }
             }
             RoomEvent::Broadcast { node, sender, frame } => {
@@ -170,7 +219,17 @@ impl RoomEvents for Hub {
         }
     }
 
+    fn expired(&self, room: &str, member: Listed, emptied: bool) {
+        self.tell(Activity::PeerLeft { room, member: &member, reason: LeftReason::TimedOut });
+        if emptied {
+            self.tell(Activity::RoomFinished { room });
+        }
+    }
+
     fn command(&self, peer: PeerId, command: &Command) -> bool {
+        if *command == Command::HandOver {
+            return self.suspended.get().is_some_and(|suspended| suspended.hand_over(peer));
+        }
         let Some(outbox) = self.peers.get(&peer).map(|outbox| outbox.clone()) else {
             return false;
         };
@@ -180,6 +239,7 @@ impl RoomEvents for Hub {
                 let _ = outbox.push(Message::Text(frame.as_str().into()));
                 self.metrics.messages_out("server-message", 1);
             }
+            Command::HandOver => {}
             Command::Remove(removal) => {
                 outbox.remove(removal.clone());
                 // A session waiting for a resume has no connection to close: end it here.

@@ -20,6 +20,7 @@
 
 pub mod activity;
 pub mod mirror;
+pub mod parking;
 pub mod room;
 
 use std::sync::{Arc, OnceLock, Weak};
@@ -215,7 +216,7 @@ impl Hub {
         let left: Vec<(Arc<str>, Option<Listed>)> = rooms
             .into_iter()
             .map(|room| {
-                let member = self.leave_here(id, &room).map(|m| self.listed(id, m.shown));
+                let member = self.local_member(id, &room);
                 (room, member)
             })
             .collect();
@@ -226,6 +227,7 @@ impl Hub {
         let mut departures = async move {
             for (room, member) in left {
                 let vacated = hub.broker.leave(&room, id).await;
+                hub.leave_here(id, &room);
                 if let Some(member) = &member {
                     hub.tell_left(&room, member, reason, vacated);
                 }
@@ -261,7 +263,7 @@ impl Hub {
                     self.tell(Activity::RoomStarted { room });
                 }
                 self.tell(Activity::PeerJoined { room, member: &member });
-                self.admit(member, outbox, room, capacity, seq, members, rid);
+                self.admit(member, outbox, room, capacity, seq, members, rid, true);
                 return Ok(());
             }
             Ok(Verdict::Full(capacity)) => JoinError::RoomFull { capacity },
@@ -276,11 +278,12 @@ impl Hub {
     /// Removes `id` from `room`; the others hear `peer-left` through the
     /// room's events. Returns whether it was a member.
     pub async fn leave(&self, id: PeerId, room: &Arc<str>) -> bool {
-        let Some(member) = self.leave_here(id, room) else {
+        let Some(member) = self.local_member(id, room) else {
             return false;
         };
         let vacated = self.broker.leave(room, id).await;
-        self.tell_left(room, &self.listed(id, member.shown), LeftReason::Left, vacated);
+        self.leave_here(id, room);
+        self.tell_left(room, &member, LeftReason::Left, vacated);
         self.broker.release(room.clone());
         true
     }
@@ -303,7 +306,14 @@ impl Hub {
         if RoomEvents::command(self, peer, command) {
             return Ok(true);
         }
-        self.broker.command(peer, command).await
+        if self.broker.command(peer, command).await? {
+            return Ok(true);
+        }
+        match command {
+            // No node holds it: it may be parked, waiting for its client.
+            Command::Remove(_) => self.evict(peer).await,
+            _ => Ok(false),
+        }
     }
 
     /// Closes `room` on every node: its members are told `room-closed` and are
@@ -510,24 +520,31 @@ impl Hub {
         self.rooms.len()
     }
 
-    /// Removes a local member from a room here, silently: the room hears of it
-    /// from the broker. Returns the member, if it was a local one.
-    fn leave_here(&self, id: PeerId, room_name: &str) -> Option<Member> {
-        let (member, unused) = {
-            let mut room = self.rooms.get_mut(room_name)?;
-            if !room.members.get(&id).is_some_and(Member::is_local) {
-                return None;
+    /// A local member of `room` as the broker would list it; `None` if it is not one.
+    fn local_member(&self, id: PeerId, room_name: &str) -> Option<Listed> {
+        let room = self.rooms.get(room_name)?;
+        room.members.get(&id).filter(|m| m.is_local()).map(|m| self.listed(id, m.shown.clone()))
+    }
+
+    /// Removes a local member from a room here once the broker has decided its
+    /// leave, silently (the room hears of it from the broker), if the broker's
+    /// event has not removed it already. Until then it is a member: a relay to
+    /// it is delivered, and one that is refused is refused after the sender
+    /// was told `peer-left` (both under the room's lock).
+    fn leave_here(&self, id: PeerId, room_name: &str) {
+        let unused = {
+            let Some(mut room) = self.rooms.get_mut(room_name) else { return };
+            if room.members.get(&id).is_some_and(Member::is_local) {
+                room.members.shift_remove(&id);
+                if !room.members.values().any(Member::is_local) {
+                    self.metrics.rooms.decrement(1.0);
+                }
             }
-            let member = room.members.shift_remove(&id);
-            if !room.members.values().any(Member::is_local) {
-                self.metrics.rooms.decrement(1.0);
-            }
-            (member, room.is_unused())
+            room.is_unused()
         };
         if unused {
             self.rooms.remove_if(room_name, |_, room| room.is_unused());
         }
-        member
     }
 
     /// Notes that a local peer's join to `room` is being decided by the broker,
@@ -567,13 +584,14 @@ impl Hub {
         seq: u64,
         members: Vec<Listed>,
         rid: Option<&RawValue>,
+        newcomer: bool,
     ) {
         let id = member.id;
         let Some(mut room) = self.rooms.get_mut(room_name) else {
             return; // prepared, so there: a room is never dropped while a join is pending
         };
         room.capacity = capacity;
-        if room.flavor.tells_newcomer() {
+        if newcomer && room.flavor.tells_newcomer() {
             let others: Vec<PeerRef> = members
                 .iter()
                 .filter(|m| m.id != id)
@@ -601,6 +619,12 @@ impl Hub {
             if event.closed {
                 room.members.retain(|_, m| m.is_local());
                 closed = true;
+                continue;
+            }
+            if let Some(to) = event.moved {
+                if let Some(moved) = room.members.get_mut(&event.peer).filter(|m| !m.is_local() && to != self.node) {
+                    moved.location = Location::Remote(to);
+                }
                 continue;
             }
             if event.left {

@@ -135,6 +135,8 @@ pub struct Recent {
     pub left: bool,
     /// Whether the room was closed (everyone joined before `seq` is out).
     pub closed: bool,
+    /// For a session that moved (parked, or claimed by a node): where it is now.
+    pub moved: Option<NodeId>,
     /// The event as sent to members, if they are told.
     pub frame: Option<Utf8Bytes>,
 }

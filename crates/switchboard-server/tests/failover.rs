@@ -1,0 +1,248 @@
+//! Sessions survive their node: real server processes over a real
+//! `redis-server`. A node stopped with SIGTERM hands its resumable sessions to
+//! Redis and the clients resume on other nodes; a node killed with SIGKILL
+//! loses only what it had not written; a parked session nobody resumes is
+//! expired by a survivor. Nobody in the room notices what it should not.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use support::redis::Redis;
+use support::Server;
+use switchboard_client::{Client, ClientError};
+
+/// A node on `redis` that hands its sessions over when stopped (1012), with
+/// heartbeats of `ttl` and a resume grace period of `grace`.
+fn node(redis: &Redis, ttl: &str, grace: &str) -> Server {
+    let url = redis.url();
+    Server::start(&[
+        "--redis",
+        &url,
+        "--node-ttl",
+        ttl,
+        "--redis-timeout",
+        "500ms",
+        "--rate-limit-messages",
+        "0",
+        "--resume-grace",
+        grace,
+        "--shutdown-close-code",
+        "1012",
+        "--shutdown-delay",
+        "0s",
+    ])
+}
+
+async fn nodes(redis: &Redis, count: usize, ttl: &str, grace: &str) -> Vec<Server> {
+    let servers: Vec<Server> = (0..count).map(|_| node(redis, ttl, grace)).collect();
+    for server in &servers {
+        server.wait_broker_up().await;
+    }
+    servers
+}
+
+async fn resumable(server: &Server, token: Option<&str>) -> Client {
+    Client::connect_resumable(&server.ws_url("/ws"), token).await.expect("connect")
+}
+
+/// What one peer has received from the other: the numbers of its offers, in
+/// arrival order. Anything a room mate should never see fails the test.
+#[derive(Default)]
+struct Inbox {
+    offers: Vec<i64>,
+}
+
+impl Inbox {
+    /// Takes one message; returns it unless it was an offer (kept).
+    fn take(&mut self, message: Value) -> Option<Value> {
+        match message["type"].as_str() {
+            Some("offer") => {
+                self.offers.push(message["n"].as_i64().expect("n"));
+                None
+            }
+            Some("peer-left" | "peer-joined" | "error") => panic!("the room noticed: {message}"),
+            _ => Some(message),
+        }
+    }
+}
+
+async fn recv_json(client: &mut Client) -> Result<Value, ClientError> {
+    let text = client.recv_text().await?;
+    Ok(serde_json::from_str(&text).expect("JSON from the server"))
+}
+
+/// Sends offers `range` to `target`, each acked, keeping what arrives meanwhile.
+async fn send_offers(client: &mut Client, target: &str, range: std::ops::Range<i64>, inbox: &mut Inbox) {
+    for n in range {
+        client.send(&json!({"type": "offer", "target": target, "n": n, "rid": n})).await.expect("send");
+        loop {
+            let message = recv_json(client).await.expect("the ack");
+            if let Some(other) = inbox.take(message) {
+                assert_eq!(other, json!({"type": "ack", "rid": n}), "each relay is accepted");
+                break;
+            }
+        }
+    }
+}
+
+/// Reads until the server closes the connection; returns the close code.
+async fn until_closed(client: &mut Client, inbox: &mut Inbox) -> u16 {
+    loop {
+        match recv_json(client).await {
+            Ok(message) => assert_eq!(inbox.take(message), None, "only offers arrive"),
+            Err(ClientError::Closed(frame)) => return frame.map_or(0, |f| u16::from(f.code)),
+            Err(other) => panic!("{other:?}"),
+        }
+    }
+}
+
+/// Reads until `count` offers have arrived, then checks that nothing else does.
+async fn until_offers(client: &mut Client, inbox: &mut Inbox, count: usize) {
+    client.set_timeout(Duration::from_secs(10));
+    while inbox.offers.len() < count {
+        let message = recv_json(client).await.expect("an offer");
+        assert_eq!(inbox.take(message.clone()), None, "unexpected {message}");
+    }
+    client.set_timeout(Duration::from_millis(500));
+    match client.recv_text().await {
+        Err(ClientError::Timeout) => {}
+        other => panic!("expected silence, got {other:?}"),
+    }
+    client.set_timeout(switchboard_client::DEFAULT_TIMEOUT);
+}
+
+/// Resumes `token` on `server`: the same peer, in the same room.
+async fn resume(server: &Server, token: &str, id: &str) -> Client {
+    let client = resumable(server, Some(token)).await;
+    assert!(client.resumed(), "the session resumes on another node");
+    assert_eq!(client.id(), id, "with its id");
+    assert_eq!(client.rooms(), ["r"], "and its room");
+    client
+}
+
+#[tokio::test]
+async fn a_node_stopped_with_sigterm_hands_its_sessions_over_and_nobody_notices() {
+    let redis = Redis::start();
+    let mut servers = nodes(&redis, 3, "1s", "10s").await;
+    let mut a = resumable(&servers[0], None).await;
+    let mut b = resumable(&servers[0], None).await;
+    let (a_id, b_id) = (a.id().to_owned(), b.id().to_owned());
+    a.join("r").await.unwrap();
+    b.join("r").await.unwrap();
+    assert_eq!(recv_json(&mut a).await.unwrap()["type"], "peer-joined");
+    let (mut at_a, mut at_b) = (Inbox::default(), Inbox::default());
+
+    // Before: both on node 1.
+    send_offers(&mut a, &b_id, 0..50, &mut at_a).await;
+    send_offers(&mut b, &a_id, 0..50, &mut at_b).await;
+
+    // Node 1 stops: both connections close with 1012, and their sessions
+    // wait in Redis, with whatever node 1 had not yet sent them.
+    servers[0].terminate();
+    assert_eq!(until_closed(&mut a, &mut at_a).await, 1012);
+    assert_eq!(until_closed(&mut b, &mut at_b).await, 1012);
+    let (a_token, b_token) = (a.resume_token().unwrap().to_owned(), b.resume_token().unwrap().to_owned());
+
+    // During: `a` is back on node 2 and signals `b` while `b` is still away,
+    // and while `b` comes back on node 3 and signals `a`.
+    let (node2, node3) = (&servers[1], &servers[2]);
+    let a_side = async {
+        let mut a = resume(node2, &a_token, &a_id).await;
+        send_offers(&mut a, &b_id, 50..150, &mut at_a).await;
+        a
+    };
+    let b_side = async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut b = resume(node3, &b_token, &b_id).await;
+        send_offers(&mut b, &a_id, 50..150, &mut at_b).await;
+        b
+    };
+    let (mut a, mut b) = tokio::join!(a_side, b_side);
+
+    // After: on two nodes, as if nothing happened.
+    send_offers(&mut a, &b_id, 150..200, &mut at_a).await;
+    send_offers(&mut b, &a_id, 150..200, &mut at_b).await;
+    until_offers(&mut a, &mut at_a, 200).await;
+    until_offers(&mut b, &mut at_b, 200).await;
+    let all: Vec<i64> = (0..200).collect();
+    assert_eq!(at_b.offers, all, "b got every offer from a exactly once, in order");
+    assert_eq!(at_a.offers, all, "a got every offer from b exactly once, in order");
+
+    assert!(servers[0].wait_exit(Duration::from_secs(10)).is_some_and(|status| status.success()));
+    // Nobody left: a newcomer finds both.
+    let mut c = servers[1].client().await;
+    let mut members: Vec<String> = c.join("r").await.unwrap().into_iter().map(|p| p.id).collect();
+    members.sort();
+    let mut expected = vec![a_id, b_id];
+    expected.sort();
+    assert_eq!(members, expected);
+}
+
+#[tokio::test]
+async fn a_killed_node_s_sessions_resume_elsewhere_until_it_is_reaped() {
+    let redis = Redis::start();
+    let mut servers = nodes(&redis, 3, "3s", "10s").await;
+    let mut b = servers[1].client().await;
+    let mut a = resumable(&servers[0], None).await;
+    let mut late = resumable(&servers[0], None).await;
+    for client in [&mut b, &mut a, &mut late] {
+        client.join("r").await.unwrap();
+    }
+    let (a_id, late_id) = (a.id().to_owned(), late.id().to_owned());
+    let (a_token, late_token) = (a.resume_token().unwrap().to_owned(), late.resume_token().unwrap().to_owned());
+    // `b` saw both arrive.
+    for _ in 0..2 {
+        assert_eq!(recv_json(&mut b).await.unwrap()["type"], "peer-joined");
+    }
+
+    servers[0].kill();
+    drop((a, late));
+    // `a` comes back at once, on node 2: its session was in Redis.
+    let mut a = resume(&servers[1], &a_token, &a_id).await;
+    a.send(&json!({"type": "offer", "target": b.id(), "n": 1})).await.unwrap();
+    let offer = recv_json(&mut b).await.unwrap();
+    assert_eq!((offer["type"].as_str(), offer["from"].as_str()), (Some("offer"), Some(a_id.as_str())));
+    b.send(&json!({"type": "answer", "target": a_id, "n": 2, "rid": 2})).await.unwrap();
+    assert_eq!(recv_json(&mut b).await.unwrap(), json!({"type": "ack", "rid": 2}));
+    assert_eq!(recv_json(&mut a).await.unwrap()["n"], 2, "and it is reachable where it is now");
+
+    // `late` does not: once the survivors reap node 1, it has left, and its token is spent.
+    b.set_timeout(Duration::from_secs(15));
+    assert_eq!(recv_json(&mut b).await.unwrap(), json!({"type": "peer-left", "data": late_id, "room": "r"}));
+    let stale = resumable(&servers[2], Some(&late_token)).await;
+    assert!(!stale.resumed(), "a session of a reaped node is gone");
+    assert_ne!(stale.id(), late_id);
+    // And `a` never left.
+    b.set_timeout(Duration::from_millis(500));
+    assert!(matches!(b.recv_text().await, Err(ClientError::Timeout)), "no peer-left for the resumed session");
+}
+
+#[tokio::test]
+async fn a_parked_session_nobody_resumes_is_expired_by_a_survivor() {
+    let redis = Redis::start();
+    let mut servers = nodes(&redis, 2, "1s", "4s").await;
+    let mut a = resumable(&servers[0], None).await;
+    let mut b = servers[1].client().await;
+    a.join("r").await.unwrap();
+    b.join("r").await.unwrap();
+    assert_eq!(recv_json(&mut a).await.unwrap()["type"], "peer-joined");
+
+    servers[0].terminate();
+    let mut nothing = Inbox::default();
+    assert_eq!(until_closed(&mut a, &mut nothing).await, 1012);
+    assert!(servers[0].wait_exit(Duration::from_secs(10)).is_some());
+    // Node 1 is gone; its parked session is not, until its grace period ends.
+    b.set_timeout(Duration::from_millis(1000));
+    let heard = b.recv_text().await;
+    assert!(matches!(heard, Err(ClientError::Timeout)), "parked, not left: {heard:?}");
+    b.send(&json!({"type": "offer", "target": a.id(), "rid": 1})).await.unwrap();
+    assert_eq!(recv_json(&mut b).await.unwrap(), json!({"type": "ack", "rid": 1}), "queued for it");
+    b.set_timeout(Duration::from_secs(10));
+    assert_eq!(recv_json(&mut b).await.unwrap(), json!({"type": "peer-left", "data": a.id(), "room": "r"}));
+    let token = a.resume_token().unwrap().to_owned();
+    let stale = resumable(&servers[1], Some(&token)).await;
+    assert!(!stale.resumed(), "an expired session cannot be resumed");
+    assert_eq!(servers[1].metric("switchboard_resume_expired_total").await, 1.0);
+}
