@@ -127,6 +127,7 @@ struct Scripted {
     events: OnceLock<Weak<dyn RoomEvents>>,
     verdicts: Mutex<Vec<Verdict>>,
     script: Mutex<Option<Script>>,
+    leave_script: Mutex<Option<Script>>,
 }
 
 impl Scripted {
@@ -136,6 +137,7 @@ impl Scripted {
             events: OnceLock::new(),
             verdicts: Mutex::new(verdicts),
             script: Mutex::new(None),
+            leave_script: Mutex::new(None),
         });
         (Hub::start(broker.clone(), Arc::new(Metrics::install())), broker)
     }
@@ -146,6 +148,10 @@ impl Scripted {
 
     fn during_next_join(&self, script: impl FnOnce(&dyn RoomEvents) + Send + 'static) {
         *self.script.lock().unwrap() = Some(Box::new(script));
+    }
+
+    fn during_next_leave(&self, script: impl FnOnce(&dyn RoomEvents) + Send + 'static) {
+        *self.leave_script.lock().unwrap() = Some(Box::new(script));
     }
 }
 
@@ -174,6 +180,9 @@ impl Broker for Scripted {
         future::ready(Ok(verdict)).boxed()
     }
     fn leave<'a>(&'a self, _: &'a Arc<str>, _: PeerId) -> BoxFuture<'a, Vacated> {
+        if let Some(script) = self.leave_script.lock().unwrap().take() {
+            script(&*self.hub_events());
+        }
         future::ready(Vacated::default()).boxed()
     }
     fn rooms(&self) -> BoxFuture<'_, Result<Vec<crate::broker::RoomSummary>, BrokerError>> {
@@ -242,6 +251,38 @@ async fn a_newcomer_hears_only_events_after_its_join_and_those_that_raced_it() {
     let rooms = std::slice::from_ref(&room);
     assert!(hub.relay(newcomer, rooms, late, "{}".into()).is_ok());
     assert!(hub.relay(newcomer, rooms, old, "{}".into()).is_ok());
+}
+
+/// A peer is a member until the broker has decided its leave: a relay to it
+/// meanwhile is delivered, and one refused afterwards is refused after the
+/// sender was told `peer-left` (the soak checks that order).
+#[tokio::test]
+async fn a_leaver_is_a_member_until_the_broker_decides_and_refusals_come_after_peer_left() {
+    let (a, b) = (PeerId::random(), PeerId::random());
+    let admitted = |seq| Verdict::Admitted { capacity: None, seq, members: Vec::new(), created: false };
+    let (hub, broker) = Scripted::hub(vec![admitted(1), admitted(2)]);
+    let room: Arc<str> = "r".into();
+    let (oa, ob) = (outbox(), outbox());
+    for (id, outbox) in [(a, &oa), (b, &ob)] {
+        hub.connect(id, outbox.clone());
+        hub.join(joiner(id, outbox, None), &room, None).await.unwrap();
+    }
+    drain(&oa);
+    drain(&ob);
+    let during = Arc::new(Mutex::new(None));
+    let (seen, relaying) = (during.clone(), hub.clone());
+    let relay_room = room.clone();
+    broker.during_next_leave(move |events| {
+        // While the broker decides: `b` is still there.
+        *seen.lock().unwrap() = Some(relaying.relay(a, std::slice::from_ref(&relay_room), b, "{}".into()).is_ok());
+        events.apply("r", RoomEvent::Left { seq: 3, peer: b });
+    });
+    assert!(hub.leave(b, &room).await);
+    assert_eq!(*during.lock().unwrap(), Some(true), "a relay while the leave is decided reaches the leaver");
+    assert_eq!(ob.take().unwrap().len(), 1, "and is queued for it");
+    assert!(matches!(&drain(&oa)[..], [ServerMessage::PeerLeft { id, .. }] if id == b.as_str()));
+    let rooms = std::slice::from_ref(&room);
+    assert!(matches!(hub.relay(a, rooms, b, "{}".into()), Err(RelayError::NoSharedRoom)), "refused after peer-left");
 }
 
 /// A room closed while a join to it was being decided: the join was numbered
