@@ -246,3 +246,52 @@ async fn a_parked_session_nobody_resumes_is_expired_by_a_survivor() {
     assert!(!stale.resumed(), "an expired session cannot be resumed");
     assert_eq!(servers[1].metric("switchboard_resume_expired_total").await, 1.0);
 }
+
+#[tokio::test]
+async fn the_server_api_removes_a_parked_session_that_no_node_holds() {
+    let redis = Redis::start();
+    let url = redis.url();
+    let key = "failover-api-key-0123456789";
+    let args = [
+        "--redis",
+        url.as_str(),
+        "--node-ttl",
+        "1s",
+        "--redis-timeout",
+        "500ms",
+        "--resume-grace",
+        "30s",
+        "--shutdown-close-code",
+        "1012",
+        "--shutdown-delay",
+        "0s",
+        "--api-key",
+        key,
+    ];
+    let mut servers = [Server::start(&args), Server::start(&args)];
+    for server in &servers {
+        server.wait_broker_up().await;
+    }
+    let mut b = servers[1].client().await;
+    let mut a = resumable(&servers[0], None).await;
+    b.join("r").await.unwrap();
+    a.join("r").await.unwrap();
+    let (a_id, token) = (a.id().to_owned(), a.resume_token().unwrap().to_owned());
+    assert_eq!(recv_json(&mut b).await.unwrap()["type"], "peer-joined");
+
+    servers[0].terminate();
+    assert_eq!(until_closed(&mut a, &mut Inbox::default()).await, 1012);
+    assert!(servers[0].wait_exit(Duration::from_secs(10)).is_some());
+    // Parked: no node has it, yet the API finds it, and it leaves its room now.
+    let removal = reqwest::Client::new()
+        .delete(format!("http://{}/api/v1/peers/{a_id}", servers[1].addr))
+        .bearer_auth(key)
+        .send()
+        .await
+        .expect("the API answers");
+    assert_eq!(removal.status().as_u16(), 204);
+    b.set_timeout(Duration::from_secs(5));
+    assert_eq!(recv_json(&mut b).await.unwrap(), json!({"type": "peer-left", "data": a_id, "room": "r"}));
+    let stale = resumable(&servers[1], Some(&token)).await;
+    assert!(!stale.resumed(), "a removed session cannot be resumed");
+}
