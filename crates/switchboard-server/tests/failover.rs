@@ -295,3 +295,28 @@ async fn the_server_api_removes_a_parked_session_that_no_node_holds() {
     let stale = resumable(&servers[1], Some(&token)).await;
     assert!(!stale.resumed(), "a removed session cannot be resumed");
 }
+
+#[tokio::test]
+async fn a_live_session_is_taken_over_on_its_own_node_and_from_another() {
+    let redis = Redis::start();
+    let servers = nodes(&redis, 2, "1s", "10s").await;
+    let mut b = servers[1].client().await;
+    let mut old = resumable(&servers[0], None).await;
+    b.join("r").await.unwrap();
+    old.join("r").await.unwrap();
+    let id = old.id().to_owned();
+    assert_eq!(recv_json(&mut b).await.unwrap()["type"], "peer-joined");
+    // The old connection is still open (half-open, as far as the server knows):
+    // first on its own node, then from the other node, the token takes it over.
+    for server in [&servers[0], &servers[1]] {
+        let token = old.resume_token().unwrap().to_owned();
+        let mut new = resume(server, &token, &id).await;
+        assert_eq!(until_closed(&mut old, &mut Inbox::default()).await, 4001, "the old connection is switched off");
+        b.send(&json!({"type": "offer", "target": id, "n": 7})).await.unwrap();
+        let offer = recv_json(&mut new).await.unwrap();
+        assert_eq!((offer["type"].as_str(), offer["n"].as_i64()), (Some("offer"), Some(7)), "{offer}");
+        old = new;
+    }
+    b.set_timeout(Duration::from_millis(500));
+    assert!(matches!(b.recv_text().await, Err(ClientError::Timeout)), "the room saw nothing");
+}

@@ -361,12 +361,9 @@ impl RedisBroker {
                 }
                 [status, owner] if text(status) == Some("live") => {
                     let owner = text(owner).unwrap_or_default().to_owned();
-                    if owner == self.node.as_str() {
-                        // This node's own sessions are claimed locally first: a stale record.
-                        take_from = owner;
-                        continue;
-                    }
-                    if !asked {
+                    // This node's own live session was switched off by the local claim
+                    // (`resume::Sessions::claim`), and its park is on its way.
+                    if !asked && owner != self.node.as_str() {
                         asked = true;
                         // The node holding it switches its connection off and parks it; a
                         // node that does not answer is dead, and its session is taken as it is.
