@@ -74,6 +74,16 @@ struct State {
     notices: Option<Box<Notices>>,
 }
 
+impl State {
+    /// Something did not fit: the queue is dropped, and every later push fails.
+    fn overflow(&mut self) -> Result<(), Overflow> {
+        self.overflowed = true;
+        self.queue = VecDeque::new();
+        self.bytes = 0;
+        Err(Overflow)
+    }
+}
+
 impl Outbox {
     /// An empty outbox.
     pub fn new(limits: QueueLimits) -> Outbox {
@@ -158,10 +168,7 @@ impl Outbox {
             let full = state.queue.len() >= self.limits.messages
                 || (!state.queue.is_empty() && state.bytes + len > self.limits.bytes);
             if full {
-                state.overflowed = true;
-                state.queue = VecDeque::new();
-                state.bytes = 0;
-                Err(Overflow)
+                state.overflow()
             } else {
                 state.bytes += len;
                 state.queue.push_back(frame);
@@ -201,10 +208,7 @@ impl Outbox {
                 || total > self.limits.messages
                 || (total > 1 && state.bytes + bytes > self.limits.bytes)
             {
-                state.overflowed = true;
-                state.queue = VecDeque::new();
-                state.bytes = 0;
-                Err(Overflow)
+                state.overflow()
             } else {
                 state.bytes += bytes;
                 for frame in frames.into_iter().rev() {
