@@ -268,6 +268,18 @@ mod tests {
     }
 
     #[test]
+    fn a_resumed_session_s_frames_go_ahead_of_later_ones_within_the_limits() {
+        let outbox = outbox(4, 1000);
+        outbox.push(Message::text("arrived meanwhile")).unwrap();
+        outbox.prepend(vec![Message::text("queued 1"), Message::text("queued 2")]).unwrap();
+        assert_eq!(outbox.drain_text(), ["queued 1", "queued 2", "arrived meanwhile"]);
+        outbox.push(Message::text("x")).unwrap();
+        let too_many = (0..4).map(|n| Message::text(n.to_string())).collect();
+        assert_eq!(outbox.prepend(too_many), Err(Overflow), "five frames in a queue of four");
+        assert!(outbox.is_overflowed());
+    }
+
+    #[test]
     fn take_returns_frames_in_push_order() {
         let outbox = outbox(10, 1000);
         for text in ["a", "b", "c"] {
