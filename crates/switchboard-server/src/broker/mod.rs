@@ -356,9 +356,13 @@ pub trait Broker: Send + Sync {
     }
 
     /// Records a live resumable session for the deployment, in order with the
-    /// session's later changes. Best effort: a session whose record is lost can
-    /// still be parked and resumed, and only a node's death loses it.
-    fn open_session(&self, _record: &SessionRecord) {}
+    /// session's later changes; done when the record is written, so the token
+    /// the client is then sent resumes it on any node. Best effort: a session
+    /// whose record is lost can still be parked and resumed, and only a node's
+    /// death loses it.
+    fn open_session(&self, _record: &SessionRecord) -> BoxFuture<'_, ()> {
+        future::ready(()).boxed()
+    }
 
     /// A live session's rooms changed.
     fn session_rooms(&self, _peer: PeerId, _rooms: &[Arc<str>]) {}

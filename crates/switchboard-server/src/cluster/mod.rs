@@ -92,9 +92,15 @@ enum Outgoing {
         payload: Vec<u8>,
         /// Who to tell if it cannot be published.
         origin: Option<Origin>,
+        /// For a relay: the node whose inbox it is for. If nobody hears that
+        /// inbox (the node stopped or died) the relay is routed again by its
+        /// target's session, or its sender is told: never dropped unheard.
+        relay_to: Option<NodeId>,
     },
     /// A session's bookkeeping.
     Command(redis::Cmd),
+    /// Everything queued before it has been sent: tell the caller.
+    Done(oneshot::Sender<()>),
     /// A session to park; whether it was, to the caller.
     Park(Box<Parked>, oneshot::Sender<bool>),
     /// A relay for a parked peer.
@@ -136,6 +142,10 @@ struct Wiring {
     outgoing: mpsc::Receiver<Outgoing>,
 }
 
+/// The kind of the marker a stopping node puts behind the pushes Redis sent it,
+/// to know when the receiver has handled them all.
+const DRAINED: &str = "switchboard-drained";
+
 /// One node's link to the others, over Redis.
 pub struct RedisBroker {
     node: NodeId,
@@ -155,6 +165,10 @@ pub struct RedisBroker {
     metrics: Arc<Metrics>,
     /// Taken by [`Broker::start`].
     wiring: Mutex<Option<Wiring>>,
+    /// The receiver's own queue, for the marker of [`RedisBroker::drain_received`].
+    pushes_in: mpsc::UnboundedSender<PushInfo>,
+    /// Wakes [`RedisBroker::drain_received`] once the receiver reaches its marker.
+    drained: tokio::sync::Notify,
     /// Server API commands waiting for answers, by request id.
     asked: Mutex<HashMap<PeerId, Asked>>,
     /// Sessions this node parked lately: relays for them that still reach it are passed on.
@@ -173,6 +187,7 @@ impl RedisBroker {
     /// with `unavailable` until Redis answers.
     pub async fn connect(config: &RedisConfig, metrics: Arc<Metrics>) -> Result<Arc<RedisBroker>, BrokerError> {
         let (push_tx, pushes) = mpsc::unbounded_channel();
+        let pushes_in = push_tx.clone();
         let link = Link::connect(&config.url, config.cluster, config.timeout, push_tx).await.map_err(failed)?;
         let (outgoing_tx, outgoing) = mpsc::channel(OUTGOING_QUEUE);
         let node = NodeId::random();
@@ -192,6 +207,8 @@ impl RedisBroker {
             max_peers_per_room: config.max_peers_per_room,
             metrics,
             wiring: Mutex::new(Some(Wiring { pushes, outgoing })),
+            pushes_in,
+            drained: tokio::sync::Notify::new(),
             asked: Mutex::new(HashMap::new()),
             parked_here: sessions::ParkedHere::default(),
             fences: fence::Fences::default(),
@@ -369,7 +386,29 @@ impl RedisBroker {
     }
 
     fn enqueue(&self, channel: String, payload: Vec<u8>, origin: Option<Origin>) -> Result<(), BrokerError> {
-        self.send(Outgoing::Publish { channel, payload, origin })
+        self.send(Outgoing::Publish { channel, payload, origin, relay_to: None })
+    }
+
+    /// Waits until the publisher has sent everything queued before this call
+    /// (or the broker's timeout passes); whether it did.
+    async fn sent(&self) -> bool {
+        let (done, sent) = oneshot::channel();
+        if self.send(Outgoing::Done(done)).is_err() {
+            return false;
+        }
+        matches!(tokio::time::timeout(self.timeout, sent).await, Ok(Ok(())))
+    }
+
+    /// Waits until the receiver has handled every push Redis sent this node so
+    /// far (up to the broker's timeout).
+    async fn drain_received(&self) {
+        let drained = self.drained.notified();
+        tokio::pin!(drained);
+        drained.as_mut().enable();
+        let marker = PushInfo { kind: PushKind::Other(DRAINED.to_owned()), data: Vec::new() };
+        if self.pushes_in.send(marker).is_ok() {
+            let _ = tokio::time::timeout(self.timeout, drained).await;
+        }
     }
 
     fn send(&self, outgoing: Outgoing) -> Result<(), BrokerError> {
@@ -407,7 +446,8 @@ impl RedisBroker {
             let push = sessions::Push { target, sender, sender_node, frame: frame.to_owned() };
             return self.send(Outgoing::Push(Box::new(push), origin));
         }
-        self.enqueue(self.keys.inbox(node), wire::relay(target, sender, sender_node, frame), origin)
+        let payload = wire::relay(target, sender, sender_node, frame);
+        self.send(Outgoing::Publish { channel: self.keys.inbox(node), payload, origin, relay_to: Some(node) })
     }
 
     fn lock_dirty(&self) -> std::sync::MutexGuard<'_, HashSet<Arc<str>>> {
@@ -419,9 +459,22 @@ impl RedisBroker {
     async fn deregister(&self) {
         let node = self.node.as_str();
         // Relays sent here before their senders heard that this node parked
-        // their targets are still passed on for a moment.
+        // their targets are still passed on for a moment, and the senders'
+        // fences answered behind them.
         if !self.parked_here.is_empty() {
             tokio::time::sleep(PARKED_LINGER).await;
+        }
+        // Then nobody hears this node's inbox: a relay sent to it from now on
+        // finds no listener, and its sender's node routes it again by the
+        // target's session. What arrived before is passed on, and everything
+        // this node queued reaches Redis before it leaves.
+        let mut link = self.link.clone();
+        if let Err(error) = self.call(link.unsubscribe(&self.keys.inbox(self.node))).await {
+            debug!(%error, "could not unsubscribe this node's inbox");
+        }
+        self.drain_received().await;
+        if !self.sent().await {
+            warn!("stopping with relays or parked sessions not yet written to Redis");
         }
         let result = async {
             let mut link = self.link.clone();
@@ -770,10 +823,14 @@ impl Broker for RedisBroker {
         self.is_up()
     }
 
-    fn open_session(&self, record: &SessionRecord) {
+    fn open_session(&self, record: &SessionRecord) -> BoxFuture<'_, ()> {
         for command in self.open_commands(record) {
             let _ = self.send(Outgoing::Command(command));
         }
+        async move {
+            self.sent().await;
+        }
+        .boxed()
     }
 
     fn session_rooms(&self, peer: PeerId, rooms: &[Arc<str>]) {
@@ -787,6 +844,9 @@ impl Broker for RedisBroker {
     }
 
     fn park(&self, parked: Parked) -> BoxFuture<'_, bool> {
+        // From now on a relay for the peer that reaches this node is passed on
+        // to its parked queue, behind the park (the hub no longer has the peer).
+        self.parked_here.insert(parked.record.id);
         let (done, parked_now) = oneshot::channel();
         let queued = self.send(Outgoing::Park(Box::new(parked), done)).is_ok();
         async move { queued && parked_now.await.unwrap_or(false) }.boxed()
@@ -845,7 +905,11 @@ async fn publish(events: Arc<dyn RoomEvents>, broker: Arc<RedisBroker>, mut queu
                 }
                 Outgoing::Push(push, origin) => {
                     flush(&*events, &broker, &mut link, &mut run).await;
-                    push_parked(&*events, &broker, &push, origin).await;
+                    push_parked(&*events, &broker, &push, origin, None).await;
+                }
+                Outgoing::Done(done) => {
+                    flush(&*events, &broker, &mut link, &mut run).await;
+                    let _ = done.send(());
                 }
                 other => run.push(other),
             }
@@ -873,7 +937,18 @@ async fn flush(events: &dyn RoomEvents, broker: &RedisBroker, link: &mut Link, r
         })
         .collect();
     match broker.call(link.batch(commands)).await {
-        Ok(_) => broker.metrics.broker_published.increment(run.len() as u64),
+        Ok(replies) => {
+            broker.metrics.broker_published.increment(run.len() as u64);
+            // A relay nobody heard: its node stopped or died. Routed again, in order.
+            // One reply per item of the run, in order.
+            for (item, reply) in run.iter_mut().zip(replies.iter()) {
+                if let Outgoing::Publish { payload, origin, relay_to: Some(node), .. } = item {
+                    if matches!(reply, Value::Int(0)) {
+                        reroute(events, broker, *node, payload, origin.take()).await;
+                    }
+                }
+            }
+        }
         Err(error) => {
             debug!(%error, lost = run.len(), "publish failed; telling the senders");
             for item in run.iter() {
@@ -887,12 +962,30 @@ async fn flush(events: &dyn RoomEvents, broker: &RedisBroker, link: &mut Link, r
     run.clear();
 }
 
+/// A relay published to `node`'s inbox that nobody heard: routed by its
+/// target's session instead (parked, or claimed by another node), or its
+/// sender is told the target is gone.
+async fn reroute(events: &dyn RoomEvents, broker: &RedisBroker, node: NodeId, payload: &[u8], origin: Option<Origin>) {
+    let Some(InboxMessage::Relay { target, sender, sender_node, frame }) = wire::parse_inbox(payload) else { return };
+    debug!(%target, %node, "a relay found nobody at its node; routing it by the target's session");
+    let push = sessions::Push { target, sender, sender_node, frame: frame.to_owned() };
+    push_parked(events, broker, &push, origin, Some(node)).await;
+}
+
 /// Queues a relay in a parked peer's queue, or sends it on to the node that
-/// claimed the peer meanwhile, before anything this node sends later.
-async fn push_parked(events: &dyn RoomEvents, broker: &RedisBroker, push: &sessions::Push, origin: Option<Origin>) {
+/// claimed the peer meanwhile, before anything this node sends later. A
+/// session owned by `unheard` (a node that did not hear its inbox) is as gone.
+async fn push_parked(
+    events: &dyn RoomEvents,
+    broker: &RedisBroker,
+    push: &sessions::Push,
+    origin: Option<Origin>,
+    unheard: Option<NodeId>,
+) {
     let verdict = broker.push_now(push).await;
     let full = match verdict {
         Ok(Ok(None)) => return,
+        Ok(Ok(Some(node))) if Some(node) == unheard => false,
         Ok(Ok(Some(node))) if node == broker.node => {
             if let Err(error) = events.deliver(push.target, &push.frame) {
                 error == Undelivered::Full
@@ -906,8 +999,8 @@ async fn push_parked(events: &dyn RoomEvents, broker: &RedisBroker, push: &sessi
             let mut publish = redis::cmd(link.publish_command());
             publish.arg(broker.keys.inbox(node)).arg(payload);
             match broker.call(link.batch(vec![publish])).await {
-                Ok(_) => return,
-                Err(_) => false,
+                Ok(replies) if !matches!(replies.first(), Some(Value::Int(0))) => return,
+                _ => false,
             }
         }
         Ok(Err(full)) => full,
@@ -948,6 +1041,7 @@ async fn receive(events: Arc<dyn RoomEvents>, broker: Arc<RedisBroker>, mut push
                 }
             }
             PushKind::Disconnection => broker.mark_down(&BrokerError::Down),
+            PushKind::Other(kind) if kind == DRAINED => broker.drained.notify_waiters(),
             _ => {}
         }
     }

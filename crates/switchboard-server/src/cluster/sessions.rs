@@ -35,7 +35,10 @@ const EXPIRY_MARGIN: Duration = Duration::from_secs(120);
 /// Most parked sessions one heartbeat expires.
 const EXPIRE_BATCH: usize = 64;
 
-/// Parks a session.
+/// Parks a session. It is marked `parking` until its room records have moved
+/// too (see [`RedisBroker::park_now`]): relays to it are queued from the
+/// start, but a claim waits for the whole park, so that the park's last steps
+/// never land after the claimer's.
 ///
 /// KEYS: session, queue. ARGV: token, identity, rooms (JSON), most frames,
 /// most bytes, hash lifetime (ms), deadline (ms since the epoch), the rooms'
@@ -46,7 +49,7 @@ static PARK: LazyLock<Script> = LazyLock::new(|| {
 local s, q = KEYS[1], KEYS[2]
 redis.call('DEL', q)
 redis.call('HSET', s, 'token', ARGV[1], 'identity', ARGV[2], 'rooms', ARGV[3], 'owner', '',
-  'maxm', ARGV[4], 'maxb', ARGV[5], 'until', ARGV[7], 'known', ARGV[8])
+  'maxm', ARGV[4], 'maxb', ARGV[5], 'until', ARGV[7], 'known', ARGV[8], 'parking', '1')
 redis.call('HDEL', s, 'over')
 local bytes = 0
 for i = 9, #ARGV do
@@ -93,9 +96,11 @@ return {'ok'}
 /// Claims a session for a node.
 ///
 /// KEYS: session, queue. ARGV: token, the claiming node, a (dead) owner the
-/// caller takes it from anyway ("" for none), now (ms). Returns `{"unknown"}`,
-/// `{"live", owner}` (a node holds it), or `{"ok", identity, rooms, over, owner
-/// it had ("" if parked), known members, frames...}`.
+/// caller takes it from anyway ("" for none), now (ms), "1" to take a session
+/// whose park never finished (its node died parking it). Returns
+/// `{"unknown"}`, `{"live", owner}` (a node holds it), `{"parking"}`, or
+/// `{"ok", identity, rooms, over, owner it had ("" if parked), known members,
+/// frames...}`.
 static CLAIM: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
@@ -103,13 +108,14 @@ local s, q = KEYS[1], KEYS[2]
 if redis.call('HGET', s, 'token') ~= ARGV[1] then return {'unknown'} end
 local owner = redis.call('HGET', s, 'owner')
 if owner ~= '' and owner ~= ARGV[3] then return {'live', owner} end
+if owner == '' and ARGV[5] ~= '1' and redis.call('HGET', s, 'parking') then return {'parking'} end
 if owner == '' and tonumber(redis.call('HGET', s, 'until') or '0') < tonumber(ARGV[4]) then return {'unknown'} end
 local answer = {'ok', redis.call('HGET', s, 'identity'), redis.call('HGET', s, 'rooms'), redis.call('HGET', s, 'over') or '', owner,
   redis.call('HGET', s, 'known') or '[]'}
 for _, frame in ipairs(redis.call('LRANGE', q, 0, -1)) do table.insert(answer, frame) end
 redis.call('DEL', q)
 redis.call('HSET', s, 'owner', ARGV[2], 'token', '', 'bytes', 0)
-redis.call('HDEL', s, 'over', 'until', 'maxm', 'maxb', 'known')
+redis.call('HDEL', s, 'over', 'until', 'maxm', 'maxb', 'known', 'parking')
 redis.call('PERSIST', s)
 return answer
 "#,
@@ -142,7 +148,8 @@ pub struct ParkedHere {
 }
 
 impl ParkedHere {
-    fn insert(&self, peer: PeerId) {
+    /// Notes that this node is parking `peer`.
+    pub fn insert(&self, peer: PeerId) {
         self.lock().insert(peer, std::time::Instant::now());
     }
 
@@ -271,10 +278,13 @@ impl RedisBroker {
         let mut index = redis::cmd("SREM");
         index.arg(self.keys.node_sessions(self.node.as_str())).arg(peer.as_str());
         self.call(link.batch(vec![resume, expiry, index])).await?;
-        self.parked_here.insert(peer);
         for room in &record.rooms {
             self.move_record(room, peer, NodeId::parked()).await?;
         }
+        // Parked: a claim may take it now (unless one took it already, forced).
+        let mut parked_now = redis::cmd("HDEL");
+        parked_now.arg(self.keys.session(peer)).arg("parking");
+        self.call(parked_now.query_async::<()>(&mut link)).await?;
         debug!(%peer, rooms = record.rooms.len(), frames = parked.frames.len(), "session parked in Redis");
         Ok(())
     }
@@ -338,6 +348,7 @@ impl RedisBroker {
         let mut take_from = String::new();
         let mut asked = false;
         loop {
+            let late = tokio::time::Instant::now() >= deadline;
             let mut link = self.link.clone();
             let mut invocation = CLAIM.key(self.keys.session(peer));
             invocation
@@ -345,7 +356,8 @@ impl RedisBroker {
                 .arg(token.as_str())
                 .arg(self.node.as_str())
                 .arg(&take_from)
-                .arg(now_ms());
+                .arg(now_ms())
+                .arg(if late { "1" } else { "" });
             let answer: Vec<Value> = self.call(invocation.invoke_async(&mut link)).await?;
             match answer.as_slice() {
                 [status, identity, rooms, over, owner, known, frames @ ..] if text(status) == Some("ok") => {
@@ -373,12 +385,15 @@ impl RedisBroker {
                         }
                         continue;
                     }
-                    if tokio::time::Instant::now() >= deadline {
+                    if late {
                         take_from = owner;
                         continue;
                     }
                     tokio::time::sleep(HANDOVER_POLL).await;
                 }
+                // Its node is writing the park; a node that dies doing so is
+                // not waited for past the handover's time.
+                [status] if text(status) == Some("parking") => tokio::time::sleep(HANDOVER_POLL).await,
                 _ => return Ok(Claim::Unknown),
             }
         }

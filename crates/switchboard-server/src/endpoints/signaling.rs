@@ -117,7 +117,8 @@ async fn set_up(
         true => {
             let (token, takeover) = app.sessions.register(&app.lifecycle().close_connections, id);
             let record = SessionRecord { id, token, identity: identity.to_record(), rooms: rooms.clone() };
-            app.hub.broker().open_session(&record);
+            // Written before `welcome`: the token it carries resumes on any node.
+            app.hub.broker().open_session(&record).await;
             (Some(token), Some(takeover))
         }
         false => (None, None),
