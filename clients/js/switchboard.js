@@ -574,6 +574,13 @@ export class SwitchboardClient extends Emitter {
   }
 
   #transmit(entry) {
+    // A socket the server has begun to close (it is stopping: 1012) discards
+    // what is sent on it; the request waits for the next connection instead,
+    // which resumes the session, or retries or fails it as any queued request.
+    if (this.#ws?.readyState !== 1 /* OPEN */) {
+      this.#outbox.push(entry);
+      return;
+    }
     const rid = this.#nextRid++;
     entry.rid = rid;
     entry.msg = { ...entry.msg, rid };

@@ -29,9 +29,19 @@ class FakeSocket {
     this.onmessage = this.onclose = this.onerror = null;
     FakeSocket.all.push(this);
   }
+  /** 1 (OPEN) until the server begins to close it (2, CLOSING) or it is closed (3). */
+  get readyState() {
+    return this.closed ? 3 : this.closing ? 2 : 1;
+  }
   send(data) {
     if (this.closed) throw new Error("closed");
+    // A browser discards what is sent on a CLOSING socket, silently.
+    if (this.closing) return;
     this.sent.push(JSON.parse(data));
+  }
+  // The server's close frame arrived; the close event comes later.
+  closeFrame() {
+    this.closing = true;
   }
   close() {
     this.closed = true;
@@ -284,6 +294,25 @@ test("a join in flight when the connection drops is retried on the next connecti
   ws2.push({ type: "joined", room: "r", peers: [], rid: again.rid });
   const result = await join;
   assert.equal(result.rejoin, false);
+  client.close();
+});
+
+test("a request made while the server is closing the socket (1012) goes out on the resumed session", async () => {
+  const client = makeClient();
+  const ws1 = await connected(client, "me", { resume: "t1" });
+  ws1.closeFrame();
+  const sent = client.sendTo("peer", { n: 1 });
+  assert.equal(ws1.last("signal"), undefined, "nothing is sent on a closing socket");
+  ws1.drop(1012, "server restarting: reconnect");
+  await until(() => FakeSocket.all.length === 2, "second socket");
+  const ws2 = newSocket();
+  assert.match(ws2.url, /[?&]resume=t1$/);
+  ws2.push({ type: "welcome", id: "me", resume: "t2", resumed: true, rooms: [] });
+  const again = ws2.last("signal");
+  assert.ok(again, "sent on the resumed connection");
+  assert.equal(again.n, 1);
+  ws2.push({ type: "ack", rid: again.rid });
+  await sent;
   client.close();
 });
 

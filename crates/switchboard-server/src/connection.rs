@@ -404,6 +404,16 @@ where
     };
 
     sweeper.unregister(registration);
+    // A client that is told the server is stopping may have sent frames before
+    // it read the close frame: they are handled, not dropped, before the
+    // session ends (what they reply is queued, and goes with the session when
+    // it is handed over: a resumed client gets its acks on its next node).
+    let mut socket = Some(socket);
+    if ending == Ending::ShuttingDown {
+        if let (Some(frame), Some(open)) = (ending.close_frame(&env.timings), socket.take()) {
+            Box::pin(close_handling(open, frame, &mut handler, &mut limits, &env)).await;
+        }
+    }
     handler.on_close(ending.departure());
     match ending {
         Ending::SlowConsumer => metrics.slow_consumers.increment(1),
@@ -418,18 +428,22 @@ where
         }
         _ => ending.close_frame(&env.timings),
     };
-    if let Some(frame) = close_frame {
-        // A slow consumer reaches its close frame only after reading what is
-        // already buffered for it: give that as long as any write may take.
-        let patience = match ending {
-            Ending::SlowConsumer => env.timings.write_timeout.max(CLOSE_GRACE),
-            _ => CLOSE_GRACE,
-        };
-        Box::pin(close(socket, frame, patience)).await;
-    } else if ending == Ending::ClientClosed {
-        // The socket queued the echo of the client's close frame when it read
-        // it; flushing sends it, completing the handshake the client waits for.
-        let _ = Box::pin(timeout(CLOSE_GRACE, socket.flush())).await;
+    match (socket, close_frame) {
+        (Some(socket), Some(frame)) => {
+            // A slow consumer reaches its close frame only after reading what is
+            // already buffered for it: give that as long as any write may take.
+            let patience = match ending {
+                Ending::SlowConsumer => env.timings.write_timeout.max(CLOSE_GRACE),
+                _ => CLOSE_GRACE,
+            };
+            Box::pin(close(socket, frame, patience)).await;
+        }
+        (Some(mut socket), None) if ending == Ending::ClientClosed => {
+            // The socket queued the echo of the client's close frame when it read
+            // it; flushing sends it, completing the handshake the client waits for.
+            let _ = Box::pin(timeout(CLOSE_GRACE, socket.flush())).await;
+        }
+        _ => {}
     }
     env.metrics.connections(endpoint).decrement(1.0);
     drop(slot);
@@ -535,6 +549,31 @@ async fn close(mut socket: Socket, frame: CloseFrame, patience: Duration) {
         }
     };
     let _ = timeout(patience, handshake).await;
+}
+
+/// Sends a close frame and, until the client's answer (for [`CLOSE_GRACE`] in
+/// all), hands the frames that still arrive to the handler: the client sent
+/// them before it read the close frame. Nothing more is written but the close.
+async fn close_handling<H: Handler>(
+    mut socket: Socket,
+    frame: CloseFrame,
+    handler: &mut H,
+    limits: &mut RateLimits,
+    env: &Environment,
+) {
+    let handshake = async {
+        if socket.send(Message::Close(Some(frame))).await.is_err() {
+            return;
+        }
+        loop {
+            match on_inbound(socket.recv().await, handler, limits, env.rate_limits, &env.metrics) {
+                Step::Finish(pending) => pending.await,
+                Step::Continue | Step::Write | Step::Flush => {}
+                Step::End(_) => break,
+            }
+        }
+    };
+    let _ = timeout(CLOSE_GRACE, handshake).await;
 }
 
 fn classify(err: Error) -> Ending {

@@ -4,10 +4,12 @@
 //! loses only what it had not written; a parked session nobody resumes is
 //! expired by a survivor. Nobody in the room notices what it should not.
 
+mod chaos_support;
 mod support;
 
 use std::time::Duration;
 
+use chaos_support::{frame, RawWs, CLOSE, FIN};
 use serde_json::{json, Value};
 use support::redis::Redis;
 use support::Server;
@@ -319,4 +321,70 @@ async fn a_live_session_is_taken_over_on_its_own_node_and_from_another() {
     }
     b.set_timeout(Duration::from_millis(500));
     assert!(matches!(b.recv_text().await, Err(ClientError::Timeout)), "the room saw nothing");
+}
+
+#[tokio::test]
+async fn what_a_client_sends_after_the_stopping_node_s_close_frame_is_handled_and_its_ack_follows_the_session() {
+    let redis = Redis::start();
+    let mut servers = nodes(&redis, 2, "1s", "10s").await;
+    let mut b = servers[1].client().await;
+    b.join("r").await.unwrap();
+    // A raw client, to send a frame after it has read the server's close frame.
+    let mut a = RawWs::upgrade(servers[0].addr, "/ws?resume").await;
+    let welcome = a.next_json().await;
+    let (a_id, token) = (welcome["id"].as_str().unwrap().to_owned(), welcome["resume"].as_str().unwrap().to_owned());
+    a.join("r").await;
+    assert_eq!(recv_json(&mut b).await.unwrap()["type"], "peer-joined");
+
+    servers[0].terminate();
+    loop {
+        let frame = a.read_frame().await.expect("the close frame comes");
+        if let Some(code) = frame.close_code() {
+            assert_eq!(code, 1012);
+            break;
+        }
+    }
+    // Sent before this client's own close frame: the server must not drop it.
+    a.send_text(&json!({"type": "offer", "target": b.id(), "n": 1, "rid": 1}).to_string()).await;
+    a.write(&frame(FIN | CLOSE, &1000u16.to_be_bytes())).await;
+    b.set_timeout(Duration::from_secs(10));
+    let offer = recv_json(&mut b).await.unwrap();
+    assert_eq!(
+        (offer["type"].as_str(), offer["from"].as_str(), offer["n"].as_i64()),
+        (Some("offer"), Some(&*a_id), Some(1))
+    );
+
+    // Its ack could not be sent after the close frame: it waited with the session.
+    let mut a = resume(&servers[1], &token, &a_id).await;
+    assert_eq!(recv_json(&mut a).await.unwrap(), json!({"type": "ack", "rid": 1}));
+    b.set_timeout(Duration::from_millis(500));
+    assert!(matches!(b.recv_text().await, Err(ClientError::Timeout)), "the room saw nothing");
+}
+
+#[tokio::test]
+async fn a_relay_to_a_killed_node_is_refused_to_its_sender_not_dropped_unheard() {
+    let redis = Redis::start();
+    let mut servers = nodes(&redis, 2, "3s", "10s").await;
+    let mut b = servers[1].client().await;
+    let mut a = resumable(&servers[0], None).await;
+    b.join("r").await.unwrap();
+    a.join("r").await.unwrap();
+    let a_id = a.id().to_owned();
+    assert_eq!(recv_json(&mut b).await.unwrap()["type"], "peer-joined");
+
+    servers[0].kill();
+    drop(a);
+    // Redis has dropped the dead node's connection, and with it its inbox.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Node 2 still lists `a` on node 1 (it is not reaped yet): the relay goes
+    // there, nobody hears it, and `b` is told rather than left believing it arrived.
+    b.send(&json!({"type": "offer", "target": a_id, "rid": 1})).await.unwrap();
+    assert_eq!(recv_json(&mut b).await.unwrap(), json!({"type": "ack", "rid": 1}));
+    let refusal = recv_json(&mut b).await.unwrap();
+    assert_eq!(
+        (refusal["type"].as_str(), refusal["code"].as_str()),
+        (Some("error"), Some("unknown-target")),
+        "{refusal}"
+    );
+    assert_eq!(refusal["rid"], 1);
 }
