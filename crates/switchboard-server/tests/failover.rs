@@ -326,7 +326,7 @@ async fn a_live_session_is_taken_over_on_its_own_node_and_from_another() {
 #[tokio::test]
 async fn what_a_client_sends_after_the_stopping_node_s_close_frame_is_handled_and_its_ack_follows_the_session() {
     let redis = Redis::start();
-    let mut servers = nodes(&redis, 2, "1s", "10s").await;
+    let servers = nodes(&redis, 2, "1s", "10s").await;
     let mut b = servers[1].client().await;
     b.join("r").await.unwrap();
     // A raw client, to send a frame after it has read the server's close frame.
