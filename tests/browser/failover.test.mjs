@@ -12,13 +12,11 @@
 // (scripts/netns-run npm test). FAILOVER_RESUME_GRACE overrides the nodes'
 // --resume-grace (default 15s); with 0s the test must fail.
 //
-// Known bug (the test is marked `todo` until it is fixed; FAILOVER_STRICT=1
-// runs it as an ordinary test): a relay the moving page sends in the few ms
-// between the node's Close 1012 and the page's own close event is lost. The
-// node drops a frame that arrives after it sent its Close, and the SDK sends
-// on a socket that is already CLOSING (the browser discards it); either way
-// the request waits in limbo across the resume, no reply comes, and after
-// requestTimeout it rejects with "timeout" and the other page never gets it.
+// A relay the moving page sends in the few ms between the node's Close 1012
+// and the page's own close event must not be lost either: the node handles
+// frames that arrive after its close frame (their replies go with the parked
+// session), and the SDK sends nothing on a socket that is already CLOSING (the
+// browser would discard it) but on the resumed connection.
 
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
@@ -389,12 +387,7 @@ async function sigterm(server) {
   return result;
 }
 
-const KNOWN_BUG =
-  process.env.FAILOVER_STRICT === "1"
-    ? false
-    : "relays sent while the node's 1012 close is in flight are lost (never resent after the resume)";
-
-test("a call survives a rolling restart of every node: data channel and signaling, exactly once, in order", { todo: KNOWN_BUG }, async (t) => {
+test("a call survives a rolling restart of every node: data channel and signaling, exactly once, in order", async (t) => {
   const idA = await openPage("A");
   const idB = await openPage("B");
   assert.notEqual(idA, idB);
