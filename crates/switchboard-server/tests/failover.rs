@@ -388,3 +388,91 @@ async fn a_relay_to_a_killed_node_is_refused_to_its_sender_not_dropped_unheard()
     );
     assert_eq!(refusal["rid"], 1);
 }
+
+#[tokio::test]
+async fn a_rolling_restart_of_every_node_one_at_a_time_under_a_live_call_is_invisible() {
+    let redis = Redis::start();
+    let mut servers = nodes(&redis, 3, "1s", "10s").await;
+    let mut a = resumable(&servers[0], None).await;
+    let mut b = resumable(&servers[1], None).await;
+    let (a_id, b_id) = (a.id().to_owned(), b.id().to_owned());
+    a.join("r").await.unwrap();
+    b.join("r").await.unwrap();
+    assert_eq!(recv_json(&mut a).await.unwrap()["type"], "peer-joined");
+    let (mut at_a, mut at_b) = (Inbox::default(), Inbox::default());
+    // Which node each is on; offers sent so far, each way.
+    let (mut on_a, mut on_b) = (0, 1);
+    let (mut to_b, mut to_a) = (0, 0);
+    for stopping in 0..servers.len() {
+        send_offers(&mut a, &b_id, to_b..to_b + 20, &mut at_a).await;
+        to_b += 20;
+        send_offers(&mut b, &a_id, to_a..to_a + 20, &mut at_b).await;
+        to_a += 20;
+        servers[stopping].terminate();
+        // The one on the stopping node is closed with 1012; the other signals
+        // it while it is away, and it signals back as soon as it has resumed
+        // on a node that is up and is not the other's.
+        let (mover, stayer, moved_id, stayer_id, at_mover, at_stayer, on, other, sent_to_mover, sent_to_stayer) =
+            if on_a == stopping {
+                (&mut a, &mut b, &a_id, &b_id, &mut at_a, &mut at_b, &mut on_a, on_b, &mut to_a, &mut to_b)
+            } else {
+                (&mut b, &mut a, &b_id, &a_id, &mut at_b, &mut at_a, &mut on_b, on_a, &mut to_b, &mut to_a)
+            };
+        assert_eq!(*on, stopping);
+        assert_eq!(until_closed(mover, at_mover).await, 1012);
+        let token = mover.resume_token().unwrap().to_owned();
+        send_offers(stayer, moved_id, *sent_to_mover..*sent_to_mover + 10, at_stayer).await;
+        *sent_to_mover += 10;
+        *on = (0..servers.len()).find(|&i| i != stopping && i != other).expect("a third node");
+        *mover = resume(&servers[*on], &token, moved_id).await;
+        send_offers(mover, stayer_id, *sent_to_stayer..*sent_to_stayer + 10, at_mover).await;
+        *sent_to_stayer += 10;
+        // The stopped node comes back (a new node) before the next one stops.
+        assert!(servers[stopping].wait_exit(Duration::from_secs(10)).is_some_and(|status| status.success()));
+        servers[stopping] = node(&redis, "1s", "10s");
+        servers[stopping].wait_broker_up().await;
+    }
+    until_offers(&mut a, &mut at_a, usize::try_from(to_a).unwrap()).await;
+    until_offers(&mut b, &mut at_b, usize::try_from(to_b).unwrap()).await;
+    assert_eq!(at_b.offers, (0..to_b).collect::<Vec<_>>(), "b got every offer from a exactly once, in order");
+    assert_eq!(at_a.offers, (0..to_a).collect::<Vec<_>>(), "a got every offer from b exactly once, in order");
+    assert!(on_a != 0 || on_b != 1, "they moved");
+}
+
+#[tokio::test]
+async fn a_resumed_session_gets_what_a_departed_peer_sent_it_before_that_peer_s_peer_left() {
+    let redis = Redis::start();
+    let mut servers = nodes(&redis, 2, "1s", "10s").await;
+    let mut y = resumable(&servers[0], None).await;
+    let mut x = servers[1].client().await;
+    y.join("r").await.unwrap();
+    x.join("r").await.unwrap();
+    let (x_id, y_id) = (x.id().to_owned(), y.id().to_owned());
+    assert_eq!(recv_json(&mut y).await.unwrap()["type"], "peer-joined");
+
+    servers[0].terminate();
+    assert_eq!(until_closed(&mut y, &mut Inbox::default()).await, 1012);
+    let token = y.resume_token().unwrap().to_owned();
+    // Parked for good once its node is gone.
+    assert!(servers[0].wait_exit(Duration::from_secs(10)).is_some());
+    // While `y` is away, `x` sends it an offer and then leaves.
+    x.send(&json!({"type": "offer", "target": y_id, "n": 1, "rid": 1})).await.unwrap();
+    assert_eq!(recv_json(&mut x).await.unwrap(), json!({"type": "ack", "rid": 1}));
+    x.send(&json!({"type": "leave", "rid": 2})).await.unwrap();
+    assert_eq!(recv_json(&mut x).await.unwrap()["type"], "left");
+
+    let client = resumable(&servers[1], Some(&token)).await;
+    assert!(client.resumed());
+    let mut y = client;
+    let offer = recv_json(&mut y).await.unwrap();
+    assert_eq!(
+        (offer["type"].as_str(), offer["from"].as_str()),
+        (Some("offer"), Some(&*x_id)),
+        "first what it sent: {offer}"
+    );
+    assert_eq!(
+        recv_json(&mut y).await.unwrap(),
+        json!({"type": "peer-left", "data": x_id, "room": "r"}),
+        "then that it left"
+    );
+}

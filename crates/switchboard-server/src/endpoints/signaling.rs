@@ -172,9 +172,8 @@ async fn claim(app: &Arc<App>, token: ResumeToken) -> Option<SessionState> {
             return None;
         }
     };
-    let (rooms, mut missed) = app.hub.adopt(peer, &outbox, taken.record.rooms, &taken.known).await;
-    missed.extend(taken.frames.into_iter().map(|frame| Message::Text(frame.into())));
-    let fits = outbox.prepend(missed).is_ok();
+    let (rooms, missed) = app.hub.adopt(peer, &outbox, taken.record.rooms, &taken.known).await;
+    let fits = outbox.prepend(missed.around(taken.frames)).is_ok();
     if taken.overflowed || !fits {
         // It lost messages while it was away: over, as on its own node.
         broker.end_session(peer, token);

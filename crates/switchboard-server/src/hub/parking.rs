@@ -16,6 +16,29 @@ use crate::broker::{meta_of, user_of, BrokerError, Listed};
 use crate::outbox::Outbox;
 use crate::peer_id::{NodeId, PeerId};
 
+/// What changed in a resumed session's rooms while it was away, as the events
+/// it missed. Their order against what was queued for it is not known, so
+/// they go around it: a newcomer's `peer-joined` before the queue (which may
+/// hold its relays), a departure's `peer-left` after it (the queue may hold
+/// relays the departed peer sent before it left).
+#[derive(Default)]
+pub struct Missed {
+    /// `peer-joined` for members that arrived meanwhile.
+    pub joined: Vec<Message>,
+    /// `peer-left` for members that left meanwhile.
+    pub left: Vec<Message>,
+}
+
+impl Missed {
+    /// The missed events around the frames queued for the session, in the order it is sent them.
+    pub fn around(self, queued: Vec<String>) -> Vec<Message> {
+        let mut all = self.joined;
+        all.extend(queued.into_iter().map(|frame| Message::Text(frame.into())));
+        all.extend(self.left);
+        all
+    }
+}
+
 impl Hub {
     /// Parks a session whose connection is gone with the deployment, if it
     /// keeps sessions; returns whether it does (if not, the caller keeps the
@@ -82,17 +105,16 @@ impl Hub {
     /// rooms its record moves here and it is a local member, sent the room's
     /// events after the move (it was told the earlier ones where it was).
     /// Returns the rooms it is still in (one closed meanwhile is not), and
-    /// what changed in them while it was away as the events it missed
-    /// (`peer-left`, then `peer-joined`), for before what was queued for it.
+    /// what changed in them while it was away as the events it missed.
     pub async fn adopt(
         &self,
         id: PeerId,
         outbox: &Arc<Outbox>,
         rooms: Vec<Arc<str>>,
         known: &Known,
-    ) -> (Vec<Arc<str>>, Vec<Message>) {
+    ) -> (Vec<Arc<str>>, Missed) {
         let mut kept = Vec::with_capacity(rooms.len());
-        let mut missed = Vec::new();
+        let mut missed = Missed::default();
         for room in rooms {
             let before = known.iter().find(|(name, _)| *name == room).map(|(_, peers)| peers.as_slice());
             match self.adopt_one(id, outbox, &room, before, &mut missed).await {
@@ -112,7 +134,7 @@ impl Hub {
         outbox: &Arc<Outbox>,
         room: &Arc<str>,
         before: Option<&[PeerId]>,
-        missed: &mut Vec<Message>,
+        missed: &mut Missed,
     ) -> Result<bool, BrokerError> {
         self.broker.acquire(room).await?;
         self.prepare(room, Flavor::Signaling);
@@ -121,12 +143,12 @@ impl Hub {
                 if let Some(before) = before {
                     let now = |peer: &PeerId| members.iter().any(|m| m.id == *peer);
                     for gone in before.iter().filter(|peer| !now(peer)) {
-                        missed.push(Message::Text(encode::peer_left(gone.as_str(), room).into()));
+                        missed.left.push(Message::Text(encode::peer_left(gone.as_str(), room).into()));
                     }
                     for new in members.iter().filter(|m| m.id != id && !before.contains(&m.id)) {
                         let frame =
                             encode::peer_joined(new.id.as_str(), room, user_of(&new.shown), meta_of(&new.shown));
-                        missed.push(Message::Text(frame.into()));
+                        missed.joined.push(Message::Text(frame.into()));
                     }
                 }
                 let (shown, joined) =
