@@ -367,3 +367,46 @@ async fn nodes_on_a_redis_cluster_share_rooms_over_sharded_pub_sub() {
         assert_eq!(recv_type(&mut a, "peer-left").await["room"], room);
     }
 }
+
+#[tokio::test]
+async fn a_peer_s_relays_reach_another_node_before_its_peer_left() {
+    let redis = Redis::start();
+    let url = redis.url();
+    let servers = nodes(&redis, 2).await;
+    // A third node whose resumable peer `z` is parked when it stops: relays to
+    // `z` are then queued in Redis one round trip each, so the first node's
+    // publisher has a backlog when its peer `x` leaves.
+    let mut third = Server::start(&[
+        "--redis",
+        &url,
+        "--node-ttl",
+        "1s",
+        "--redis-timeout",
+        "500ms",
+        "--resume-grace",
+        "30s",
+        "--shutdown-close-code",
+        "1012",
+        "--shutdown-delay",
+        "0s",
+    ]);
+    third.wait_broker_up().await;
+    let mut z = Client::connect_resumable(&third.ws_url("/ws"), None).await.unwrap();
+    let mut x = servers[0].client().await;
+    let mut y = servers[1].client().await;
+    for client in [&mut z, &mut y, &mut x] {
+        client.join("r").await.unwrap();
+    }
+    assert_eq!(recv_type(&mut y, "peer-joined").await["data"], x.id());
+    let z_id = z.id().to_owned();
+    third.terminate();
+    assert!(third.wait_exit(Duration::from_secs(10)).is_some());
+    for n in 0..300 {
+        x.send(&json!({"type": "offer", "target": z_id, "n": n})).await.unwrap();
+    }
+    x.send(&json!({"type": "candidate", "target": y.id(), "n": 1})).await.unwrap();
+    x.send(&json!({"type": "leave", "rid": "bye"})).await.unwrap();
+    let first = recv_json(&mut y).await;
+    assert_eq!(first["type"], "candidate", "the relay before its sender's peer-left: {first}");
+    assert_eq!(recv_json(&mut y).await["type"], "peer-left");
+}

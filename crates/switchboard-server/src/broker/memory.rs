@@ -240,7 +240,8 @@ mod tests {
             _: switchboard_protocol::ErrorCode,
             _: &str,
             _: Option<&serde_json::value::RawValue>,
-        ) {
+        ) -> bool {
+            false
         }
         fn local_members(&self) -> Vec<(Arc<str>, Vec<Listed>)> {
             Vec::new()

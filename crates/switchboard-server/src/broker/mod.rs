@@ -262,8 +262,9 @@ pub trait RoomEvents: Send + Sync {
     /// Delivers a relay another node routed to a local peer.
     fn deliver(&self, target: PeerId, frame: &str) -> Result<(), Undelivered>;
     /// Tells a local peer about an error outside any request of its own (a
-    /// relay that failed on the way to another node).
-    fn tell_error(&self, peer: PeerId, code: ErrorCode, message: &str, rid: Option<&RawValue>);
+    /// relay that failed on the way to another node); returns whether the
+    /// peer is here.
+    fn tell_error(&self, peer: PeerId, code: ErrorCode, message: &str, rid: Option<&RawValue>) -> bool;
     /// This node's members of every room, to write back after the broker lost them.
     fn local_members(&self) -> Vec<(Arc<str>, Vec<Listed>)>;
     /// After events may have been missed: reconciles the room with the

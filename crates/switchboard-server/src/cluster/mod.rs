@@ -92,15 +92,19 @@ enum Outgoing {
         payload: Vec<u8>,
         /// Who to tell if it cannot be published.
         origin: Option<Origin>,
-        /// For a relay: the node whose inbox it is for. If nobody hears that
-        /// inbox (the node stopped or died) the relay is routed again by its
-        /// target's session, or its sender is told: never dropped unheard.
+        /// For a relay, or a notice about one: the node whose inbox it is for.
+        /// If nobody hears that inbox (the node stopped or died) it is routed
+        /// again by its addressee's session, or its sender is told: never
+        /// dropped unheard.
         relay_to: Option<NodeId>,
     },
     /// A session's bookkeeping.
     Command(redis::Cmd),
     /// Everything queued before it has been sent: tell the caller.
     Done(oneshot::Sender<()>),
+    /// A local peer leaves a room: after the relays it sent before, so that no
+    /// node hears its `peer-left` before them.
+    Leave(Arc<str>, PeerId, oneshot::Sender<Result<Vacated, BrokerError>>),
     /// A session to park; whether it was, to the caller.
     Park(Box<Parked>, oneshot::Sender<bool>),
     /// A relay for a parked peer.
@@ -347,11 +351,13 @@ impl RedisBroker {
     async fn remove(&self, room: &Arc<str>, peer: PeerId) -> Vacated {
         let result = async {
             self.check_up()?;
-            self.remove_as(room, peer, self.node).await
+            let (done, left) = oneshot::channel();
+            self.send(Outgoing::Leave(room.clone(), peer, done))?;
+            left.await.map_err(|_| BrokerError::Down)?
         }
         .await;
         match result {
-            Ok((vacated, _)) => vacated,
+            Ok(vacated) => vacated,
             Err(error) => {
                 debug!(%error, %room, %peer, "leave not recorded in Redis; will resync");
                 self.lock_dirty().insert(room.clone());
@@ -387,6 +393,17 @@ impl RedisBroker {
 
     fn enqueue(&self, channel: String, payload: Vec<u8>, origin: Option<Origin>) -> Result<(), BrokerError> {
         self.send(Outgoing::Publish { channel, payload, origin, relay_to: None })
+    }
+
+    /// Queues a notice about a relay for its sender's node; if that node no
+    /// longer hears its inbox, it goes where the sender's session is.
+    fn notify(&self, node: NodeId, notice: Vec<u8>) -> Result<(), BrokerError> {
+        self.send(Outgoing::Publish {
+            channel: self.keys.inbox(node),
+            payload: notice,
+            origin: None,
+            relay_to: Some(node),
+        })
     }
 
     /// Waits until the publisher has sent everything queued before this call
@@ -443,7 +460,7 @@ impl RedisBroker {
         let origin =
             (sender_node == self.node).then(|| Origin { sender, rid: peek_rid(frame).map(RawValue::to_owned) });
         if node.is_parked() {
-            let push = sessions::Push { target, sender, sender_node, frame: frame.to_owned() };
+            let push = sessions::Push { target, sender, sender_node, frame: frame.to_owned(), notice: false };
             return self.send(Outgoing::Push(Box::new(push), origin));
         }
         let payload = wire::relay(target, sender, sender_node, frame);
@@ -911,6 +928,10 @@ async fn publish(events: Arc<dyn RoomEvents>, broker: Arc<RedisBroker>, mut queu
                     flush(&*events, &broker, &mut link, &mut run).await;
                     let _ = done.send(());
                 }
+                Outgoing::Leave(room, peer, done) => {
+                    flush(&*events, &broker, &mut link, &mut run).await;
+                    let _ = done.send(broker.remove_as(&room, peer, broker.node).await.map(|(vacated, _)| vacated));
+                }
                 other => run.push(other),
             }
         }
@@ -962,14 +983,27 @@ async fn flush(events: &dyn RoomEvents, broker: &RedisBroker, link: &mut Link, r
     run.clear();
 }
 
-/// A relay published to `node`'s inbox that nobody heard: routed by its
-/// target's session instead (parked, or claimed by another node), or its
-/// sender is told the target is gone.
+/// A relay (or a notice about one) published to `node`'s inbox that nobody
+/// heard: routed by its addressee's session instead (parked, or claimed by
+/// another node), or a relay's sender is told the target is gone.
 async fn reroute(events: &dyn RoomEvents, broker: &RedisBroker, node: NodeId, payload: &[u8], origin: Option<Origin>) {
-    let Some(InboxMessage::Relay { target, sender, sender_node, frame }) = wire::parse_inbox(payload) else { return };
-    debug!(%target, %node, "a relay found nobody at its node; routing it by the target's session");
-    let push = sessions::Push { target, sender, sender_node, frame: frame.to_owned() };
+    let push = match wire::parse_inbox(payload) {
+        Some(InboxMessage::Relay { target, sender, sender_node, frame }) => {
+            sessions::Push { target, sender, sender_node, frame: frame.to_owned(), notice: false }
+        }
+        Some(InboxMessage::Undeliverable { to, target, full, rid }) => notice(broker.node, to, target, full, rid),
+        _ => return,
+    };
+    debug!(peer = %push.target, %node, "a message found nobody at its node; routing it by its addressee's session");
     push_parked(events, broker, &push, origin, Some(node)).await;
+}
+
+/// The `error` a sender is sent about its relay to `target`, as a push for its parked session.
+fn notice(here: NodeId, to: PeerId, target: PeerId, full: bool, rid: Option<&str>) -> sessions::Push {
+    let (code, message) = undelivered(target, full);
+    let rid = rid.and_then(|rid| serde_json::from_str::<&RawValue>(rid).ok());
+    let frame = switchboard_protocol::server::encode::error(code, &message, rid);
+    sessions::Push { target: to, sender: to, sender_node: here, frame, notice: true }
 }
 
 /// Queues a relay in a parked peer's queue, or sends it on to the node that
@@ -1006,6 +1040,9 @@ async fn push_parked(
         Ok(Err(full)) => full,
         Err(_) => false,
     };
+    if push.notice {
+        return; // about a relay of a peer that is gone too
+    }
     let rid = peek_rid(&push.frame);
     match origin {
         Some(origin) => {
@@ -1014,7 +1051,7 @@ async fn push_parked(
         }
         None => {
             let notice = wire::undeliverable(push.sender, push.target, full, rid.map(RawValue::get));
-            let _ = broker.enqueue(broker.keys.inbox(push.sender_node), notice, None);
+            let _ = broker.notify(push.sender_node, notice);
         }
     }
 }
@@ -1068,14 +1105,16 @@ fn on_message(events: &dyn RoomEvents, broker: &RedisBroker, channel: &str, payl
                     }
                     let full = error == Undelivered::Full;
                     let notice = wire::undeliverable(sender, target, full, peek_rid(frame).map(RawValue::get));
-                    // Best effort: the sender's node may be the one that is gone.
-                    let _ = broker.enqueue(broker.keys.inbox(sender_node), notice, None);
+                    let _ = broker.notify(sender_node, notice);
                 }
             }
             Some(InboxMessage::Undeliverable { to, target, full, rid }) => {
-                let rid = rid.and_then(|rid| serde_json::from_str::<&RawValue>(rid).ok());
                 let (code, message) = undelivered(target, full);
-                events.tell_error(to, code, &message, rid);
+                let parsed = rid.and_then(|rid| serde_json::from_str::<&RawValue>(rid).ok());
+                // A sender this node parked lately hears of it where it resumes.
+                if !events.tell_error(to, code, &message, parsed) && broker.parked_here.contains(to) {
+                    let _ = broker.send(Outgoing::Push(Box::new(notice(broker.node, to, target, full, rid)), None));
+                }
             }
             Some(InboxMessage::Fence { peer, asker, fence }) => {
                 // Behind whatever this node passed on for the relays before the fence.

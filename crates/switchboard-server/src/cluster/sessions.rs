@@ -179,6 +179,9 @@ pub struct Push {
     pub sender: PeerId,
     pub sender_node: NodeId,
     pub frame: String,
+    /// A notice for the target (an `error` about its own relay), not a relay:
+    /// if it cannot be queued nobody is told.
+    pub notice: bool,
 }
 
 fn rooms_json(rooms: &[Arc<str>]) -> String {

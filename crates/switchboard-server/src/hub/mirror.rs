@@ -167,12 +167,12 @@ impl RoomEvents for Hub {
         outbox.push(Message::Text(frame.into())).map_err(|_| Undelivered::Full)
     }
 
-    fn tell_error(&self, peer: PeerId, code: ErrorCode, message: &str, rid: Option<&RawValue>) {
-        if let Some(outbox) = self.peers.get(&peer) {
-            self.metrics.error(code);
-            self.metrics.messages_out("error", 1);
-            let _ = outbox.push(Message::Text(encode::error(code, message, rid).into()));
-        }
+    fn tell_error(&self, peer: PeerId, code: ErrorCode, message: &str, rid: Option<&RawValue>) -> bool {
+        let Some(outbox) = self.peers.get(&peer) else { return false };
+        self.metrics.error(code);
+        self.metrics.messages_out("error", 1);
+        let _ = outbox.push(Message::Text(encode::error(code, message, rid).into()));
+        true
     }
 
     fn local_members(&self) -> Vec<(Arc<str>, Vec<Listed>)> {
