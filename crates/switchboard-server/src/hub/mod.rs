@@ -114,6 +114,9 @@ pub struct Hub {
     departing: Arc<std::sync::atomic::AtomicUsize>,
 }
 
+/// Longest wait for the broker's event of a leave it recorded (see `Hub::left`).
+const LEAVE_EVENT_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The sender id a broadcast from the server API travels under between nodes:
 /// no peer has it (ids are random), so it is excluded from nobody.
 fn server_sender() -> PeerId {
@@ -227,7 +230,7 @@ impl Hub {
         let mut departures = async move {
             for (room, member) in left {
                 let vacated = hub.broker.leave(&room, id).await;
-                hub.leave_here(id, &room);
+                hub.left(id, &room, vacated).await;
                 if let Some(member) = &member {
                     hub.tell_left(&room, member, reason, vacated);
                 }
@@ -282,7 +285,7 @@ impl Hub {
             return false;
         };
         let vacated = self.broker.leave(room, id).await;
-        self.leave_here(id, room);
+        self.left(id, room, vacated).await;
         self.tell_left(room, &member, LeftReason::Left, vacated);
         self.broker.release(room.clone());
         true
@@ -524,6 +527,22 @@ impl Hub {
     fn local_member(&self, id: PeerId, room_name: &str) -> Option<Listed> {
         let room = self.rooms.get(room_name)?;
         room.members.get(&id).filter(|m| m.is_local()).map(|m| self.listed(id, m.shown.clone()))
+    }
+
+    /// The broker decided `id`'s leave of `room`. If it recorded it, its event
+    /// is on its way (over Redis it arrives apart from the answer) and removes
+    /// the member under the lock its `peer-left` goes out under: waited for, so
+    /// that a relay to the leaver is never refused before the sender is told.
+    /// If the event does not come (it was lost with the link), or the broker
+    /// recorded nothing, the member is removed here.
+    async fn left(&self, id: PeerId, room_name: &str, vacated: Vacated) {
+        if vacated.removed {
+            let deadline = tokio::time::Instant::now() + LEAVE_EVENT_WAIT;
+            while self.local_member(id, room_name).is_some() && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+        }
+        self.leave_here(id, room_name);
     }
 
     /// Removes a local member from a room here once the broker has decided its

@@ -128,6 +128,8 @@ struct Scripted {
     verdicts: Mutex<Vec<Verdict>>,
     script: Mutex<Option<Script>>,
     leave_script: Mutex<Option<Script>>,
+    /// What a leave answers.
+    vacated: Mutex<Vacated>,
 }
 
 impl Scripted {
@@ -138,6 +140,7 @@ impl Scripted {
             verdicts: Mutex::new(verdicts),
             script: Mutex::new(None),
             leave_script: Mutex::new(None),
+            vacated: Mutex::new(Vacated::default()),
         });
         (Hub::start(broker.clone(), Arc::new(Metrics::install())), broker)
     }
@@ -183,7 +186,7 @@ impl Broker for Scripted {
         if let Some(script) = self.leave_script.lock().unwrap().take() {
             script(&*self.hub_events());
         }
-        future::ready(Vacated::default()).boxed()
+        future::ready(*self.vacated.lock().unwrap()).boxed()
     }
     fn rooms(&self) -> BoxFuture<'_, Result<Vec<crate::broker::RoomSummary>, BrokerError>> {
         future::ready(Ok(Vec::new())).boxed()
@@ -289,6 +292,41 @@ async fn members_hear_of_a_local_joiner_only_once_it_is_a_member_here() {
         matches!(&drain(&on)[..], [ServerMessage::Joined { .. }, ServerMessage::Relay { .. }]),
         "joined, then the relay"
     );
+}
+
+/// Over Redis the event of a recorded leave arrives apart from the broker's
+/// answer, maybe after it: the leaver stays a member until the event, so a
+/// relay to it is delivered until the sender has been told `peer-left`.
+#[tokio::test]
+async fn a_recorded_leave_waits_for_its_event_before_relays_are_refused() {
+    let (hub, broker) = Scripted::hub(Vec::new());
+    let node = broker.node;
+    let (sender, leaver) = (PeerId::random(), PeerId::random());
+    let here = move |id| Listed { id, node, shown: None, joined: 0 };
+    broker.verdicts.lock().unwrap().extend([
+        Verdict::Admitted { capacity: None, seq: 1, members: vec![here(sender)], created: true },
+        Verdict::Admitted { capacity: None, seq: 2, members: vec![here(sender), here(leaver)], created: false },
+    ]);
+    *broker.vacated.lock().unwrap() = Vacated { removed: true, emptied: false };
+    let room: Arc<str> = "r".into();
+    let (os, ol) = (outbox(), outbox());
+    hub.connect(sender, os.clone());
+    hub.connect(leaver, ol.clone());
+    hub.join(joiner(sender, &os, None), &room, None).await.unwrap();
+    hub.join(joiner(leaver, &ol, None), &room, None).await.unwrap();
+    drain(&os);
+    let leaving = tokio::spawn({
+        let (hub, room) = (hub.clone(), room.clone());
+        async move { hub.leave(leaver, &room).await }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let rooms = std::slice::from_ref(&room);
+    let signal = r#"{"type":"signal","from":"s"}"#;
+    assert!(hub.relay(sender, rooms, leaver, signal.into()).is_ok(), "a member until its event");
+    broker.hub_events().apply("r", RoomEvent::Left { seq: 3, peer: leaver });
+    assert!(leaving.await.unwrap());
+    assert!(matches!(hub.relay(sender, rooms, leaver, signal.into()), Err(RelayError::NoSharedRoom)));
+    assert!(matches!(&drain(&os)[..], [ServerMessage::PeerLeft { id, .. }] if id == leaver.as_str()));
 }
 
 /// A peer is a member until the broker has decided its leave: a relay to it
