@@ -63,19 +63,6 @@ impl Fences {
         }
     }
 
-    /// The fences up now (none, in the common case: this costs nothing then).
-    pub fn up(&self) -> HashSet<u64> {
-        if self.active.load(Ordering::Acquire) == 0 {
-            return HashSet::new();
-        }
-        self.lock().values().flat_map(|fence| fence.waiting.iter().copied()).collect()
-    }
-
-    /// Whether any of `fences` is still up.
-    pub fn any_up(&self, fences: &HashSet<u64>) -> bool {
-        !fences.is_empty() && self.lock().values().any(|fence| !fence.waiting.is_disjoint(fences))
-    }
-
     /// Holds a relay for `target` if it is fenced; returns it otherwise.
     pub fn hold(&self, target: PeerId, sender: PeerId, frame: &str) -> bool {
         if self.active.load(Ordering::Acquire) == 0 {
@@ -131,9 +118,5 @@ mod tests {
         assert_eq!(node, to, "to where the peer went last");
         assert_eq!(held.iter().map(|h| h.frame.as_str()).collect::<Vec<_>>(), ["a", "b"]);
         assert!(!fences.hold(peer, sender, "after"));
-        assert!(fences.up().is_empty() && !fences.any_up(&HashSet::from([first, second])));
-        let third = fences.raise(peer, to);
-        assert_eq!(fences.up(), HashSet::from([third]));
-        assert!(fences.any_up(&fences.up()));
     }
 }

@@ -349,14 +349,6 @@ impl RedisBroker {
     /// Removes `peer` from `room` in Redis, which tells every node. If Redis is
     /// unreachable the room is remembered and put right when it is back.
     async fn remove(&self, room: &Arc<str>, peer: PeerId) -> Vacated {
-        // Relays held behind fences (their targets are moving) go out when the
-        // fences are passed; the peer may have sent some: its leave waits for
-        // the fences up now, so that nobody hears it leave before they arrive.
-        let fences = self.fences.up();
-        let deadline = tokio::time::Instant::now() + self.timeout * 2;
-        while self.fences.any_up(&fences) && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
         let result = async {
             self.check_up()?;
             let (done, left) = oneshot::channel();
