@@ -45,18 +45,11 @@ impl RoomEvents for Hub {
                         frame: event.clone(),
                     });
                 }
-                // A joiner of this node that is not admitted yet (its join's answer
-                // is on its way): the others are told by its admission, after its
-                // `joined` is queued, so that none of them can relay to it before
-                // it is a member here (`Hub::admit`).
-                let admitting = member.node == self.node && !room.members.contains_key(&peer);
                 if let (Some(member), false) = (remote, room.members.contains_key(&peer)) {
                     room.members.insert(peer, member);
                 }
                 if let Some(event) = &event {
-                    if !admitting {
-                        self.fan_out(&room, Some(peer), event, "peer-joined", Some(seq));
-                    }
+                    self.fan_out(&room, Some(peer), event, "peer-joined", Some(seq));
                     room.notify_observers(event);
                 }
                 room.notify_arrival();

@@ -629,9 +629,6 @@ impl Hub {
         // Events newer than the snapshot that arrived while the broker decided:
         // they changed the room after the snapshot, and they are news to the newcomer.
         let recent = std::mem::take(&mut room.recent);
-        // Its own join, if the broker's event came before this answer: the other
-        // members were not told yet (see `RoomEvents::apply`).
-        let announce = recent.iter().find(|event| event.seq == seq && event.peer == id).and_then(|e| e.frame.clone());
         // The room was closed after this join was numbered: the newcomer is out too.
         let mut closed = false;
         for event in &recent {
@@ -657,10 +654,6 @@ impl Hub {
                 if !room.members.contains_key(&event.peer) {
                     room.members.insert(event.peer, member.clone());
                 }
-            } else if !room.members.contains_key(&event.peer) {
-                // Another joiner of this node, not admitted yet: its admission
-                // tells the newcomer (a member by then), as it tells the others.
-                continue;
             }
             match &event.frame {
                 Some(frame) if event.peer != id && outbox.push(Message::Text(frame.clone())).is_ok() => {
@@ -681,9 +674,6 @@ impl Hub {
             return;
         }
         room.members.insert(id, Member::local(outbox.clone(), member.shown, seq));
-        if let Some(frame) = &announce {
-            self.fan_out(&room, Some(id), frame, "peer-joined", Some(seq));
-        }
         room.notify_arrival();
     }
 

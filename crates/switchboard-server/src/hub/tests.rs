@@ -256,44 +256,6 @@ async fn a_newcomer_hears_only_events_after_its_join_and_those_that_raced_it() {
     assert!(hub.relay(newcomer, rooms, old, "{}".into()).is_ok());
 }
 
-/// The broker's event for a local join may come before its answer (over Redis
-/// the event's push comes first): the other members are told only once the
-/// joiner is admitted, so a relay they send it as soon as they hear of it finds it.
-#[tokio::test]
-async fn members_hear_of_a_local_joiner_only_once_it_is_a_member_here() {
-    let (hub, broker) = Scripted::hub(Vec::new());
-    let node = broker.node;
-    let (member, newcomer) = (PeerId::random(), PeerId::random());
-    let here = move |id| Listed { id, node, shown: None, joined: 0 };
-    broker.verdicts.lock().unwrap().extend([
-        Verdict::Admitted { capacity: None, seq: 1, members: vec![here(member)], created: true },
-        Verdict::Admitted { capacity: None, seq: 2, members: vec![here(member), here(newcomer)], created: false },
-    ]);
-    let room: Arc<str> = "r".into();
-    let (om, on) = (outbox(), outbox());
-    hub.connect(member, om.clone());
-    hub.connect(newcomer, on.clone());
-    hub.join(joiner(member, &om, None), &room, None).await.unwrap();
-    assert!(matches!(&drain(&om)[..], [ServerMessage::Joined { .. }]));
-    let told_early = Arc::new(Mutex::new(None));
-    let told = told_early.clone();
-    let early = om.clone();
-    broker.during_next_join(move |events| {
-        events.apply("r", RoomEvent::Joined { seq: 2, member: here(newcomer), restored: false });
-        *told.lock().unwrap() = Some(early.take().unwrap().len());
-    });
-    hub.join(joiner(newcomer, &on, None), &room, None).await.unwrap();
-    assert_eq!(*told_early.lock().unwrap(), Some(0), "not told before the newcomer is admitted");
-    assert!(matches!(&drain(&om)[..], [ServerMessage::PeerJoined { id, .. }] if id == newcomer.as_str()), "told once");
-    let rooms = std::slice::from_ref(&room);
-    let signal = r#"{"type":"signal","from":"m"}"#;
-    assert!(hub.relay(member, rooms, newcomer, signal.into()).is_ok(), "and the newcomer is there");
-    assert!(
-        matches!(&drain(&on)[..], [ServerMessage::Joined { .. }, ServerMessage::Relay { .. }]),
-        "joined, then the relay"
-    );
-}
-
 /// Over Redis the event of a recorded leave arrives apart from the broker's
 /// answer, maybe after it: the leaver stays a member until the event, so a
 /// relay to it is delivered until the sender has been told `peer-left`.
