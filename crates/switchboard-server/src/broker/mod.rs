@@ -393,13 +393,6 @@ pub trait Broker: Send + Sync {
         future::ready(Ok(Claim::Unknown)).boxed()
     }
 
-    /// Waits (within the broker's timeout) until `node`, which parked `peer`,
-    /// has passed on the relays for it that reached it before: they are then
-    /// in the peer's outbox here, so what is sent after this comes after them.
-    fn passed_on(&self, _peer: PeerId, _node: NodeId) -> BoxFuture<'_, ()> {
-        future::ready(()).boxed()
-    }
-
     /// Moves a claimed session's record in `room` to this node; `None` if it
     /// is not in the room any more.
     fn adopt<'a>(&'a self, _room: &'a Arc<str>, _peer: PeerId) -> BoxFuture<'a, Result<Option<Adopted>, BrokerError>> {

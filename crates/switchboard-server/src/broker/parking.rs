@@ -61,9 +61,6 @@ pub struct Taken {
     /// Its rooms' other members when it was parked (none if it never was:
     /// taken from a node that died).
     pub known: Known,
-    /// The node that parked it: relays that reached that node for it may still
-    /// be on their way from there (see [`crate::broker::Broker::passed_on`]).
-    pub parked_by: Option<crate::peer_id::NodeId>,
 }
 
 /// What a node's claim on a session found.

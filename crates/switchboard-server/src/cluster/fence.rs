@@ -63,11 +63,6 @@ impl Fences {
         }
     }
 
-    /// Whether fence `id` for `peer` is still up.
-    pub fn is_up(&self, peer: PeerId, id: u64) -> bool {
-        self.lock().get(&peer).is_some_and(|fence| fence.waiting.contains(&id))
-    }
-
     /// Holds a relay for `target` if it is fenced; returns it otherwise.
     pub fn hold(&self, target: PeerId, sender: PeerId, frame: &str) -> bool {
         if self.active.load(Ordering::Acquire) == 0 {
@@ -123,8 +118,5 @@ mod tests {
         assert_eq!(node, to, "to where the peer went last");
         assert_eq!(held.iter().map(|h| h.frame.as_str()).collect::<Vec<_>>(), ["a", "b"]);
         assert!(!fences.hold(peer, sender, "after"));
-        assert!(!fences.is_up(peer, second));
-        let third = fences.raise(peer, to);
-        assert!(fences.is_up(peer, third));
     }
 }

@@ -690,26 +690,6 @@ impl RedisBroker {
         }
     }
 
-    /// Waits until `node` has passed on what reached it for `peer` (parked by it,
-    /// now claimed here): a fence sent to it comes back behind those relays. A
-    /// node that does not hear its inbox has nothing left to pass on.
-    async fn wait_passed_on(&self, peer: PeerId, node: NodeId) {
-        if node == self.node {
-            self.sent().await;
-            return;
-        }
-        let id = self.fences.raise(peer, self.node);
-        let mut link = self.link.clone();
-        let mut publish = redis::cmd(link.publish_command());
-        publish.arg(self.keys.inbox(node)).arg(wire::fence(peer, self.node, id));
-        let heard = matches!(self.call(link.batch(vec![publish])).await.as_deref(), Ok([Value::Int(n)]) if *n > 0);
-        let deadline = tokio::time::Instant::now() + self.timeout;
-        while heard && self.fences.is_up(peer, id) && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-        self.lower_fence(peer, id);
-    }
-
     /// A fence is passed: the relays it held go where the peer is now.
     fn lower_fence(&self, peer: PeerId, id: u64) {
         self.fences.lower(peer, id, |to, held| {
@@ -895,10 +875,6 @@ impl Broker for RedisBroker {
 
     fn claim(&self, token: PeerId, peer: PeerId) -> BoxFuture<'_, Result<Claim, BrokerError>> {
         self.claim_now(token, peer).boxed()
-    }
-
-    fn passed_on(&self, peer: PeerId, node: NodeId) -> BoxFuture<'_, ()> {
-        self.wait_passed_on(peer, node).boxed()
     }
 
     fn adopt<'a>(&'a self, room: &'a Arc<str>, peer: PeerId) -> BoxFuture<'a, Result<Option<Adopted>, BrokerError>> {

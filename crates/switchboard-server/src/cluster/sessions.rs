@@ -42,23 +42,23 @@ const EXPIRE_BATCH: usize = 64;
 ///
 /// KEYS: session, queue. ARGV: token, identity, rooms (JSON), most frames,
 /// most bytes, hash lifetime (ms), deadline (ms since the epoch), the rooms'
-/// members it knows (JSON), the parking node, then the frames, oldest first.
+/// members it knows (JSON), then the frames, oldest first.
 static PARK: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
 local s, q = KEYS[1], KEYS[2]
 redis.call('DEL', q)
 redis.call('HSET', s, 'token', ARGV[1], 'identity', ARGV[2], 'rooms', ARGV[3], 'owner', '',
-  'maxm', ARGV[4], 'maxb', ARGV[5], 'until', ARGV[7], 'known', ARGV[8], 'parking', '1', 'parkedby', ARGV[9])
+  'maxm', ARGV[4], 'maxb', ARGV[5], 'until', ARGV[7], 'known', ARGV[8], 'parking', '1')
 redis.call('HDEL', s, 'over')
 local bytes = 0
-for i = 10, #ARGV do
+for i = 9, #ARGV do
   redis.call('RPUSH', q, ARGV[i])
   bytes = bytes + #ARGV[i]
 end
 redis.call('HSET', s, 'bytes', bytes)
 redis.call('PEXPIRE', s, ARGV[6])
-if #ARGV >= 10 then redis.call('PEXPIRE', q, ARGV[6]) end
+if #ARGV >= 9 then redis.call('PEXPIRE', q, ARGV[6]) end
 return 1
 "#,
     )
@@ -100,7 +100,7 @@ return {'ok'}
 /// whose park never finished (its node died parking it). Returns
 /// `{"unknown"}`, `{"live", owner}` (a node holds it), `{"parking"}`, or
 /// `{"ok", identity, rooms, over, owner it had ("" if parked), known members,
-/// the node that parked it, frames...}`.
+/// frames...}`.
 static CLAIM: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
@@ -111,11 +111,11 @@ if owner ~= '' and owner ~= ARGV[3] then return {'live', owner} end
 if owner == '' and ARGV[5] ~= '1' and redis.call('HGET', s, 'parking') then return {'parking'} end
 if owner == '' and tonumber(redis.call('HGET', s, 'until') or '0') < tonumber(ARGV[4]) then return {'unknown'} end
 local answer = {'ok', redis.call('HGET', s, 'identity'), redis.call('HGET', s, 'rooms'), redis.call('HGET', s, 'over') or '', owner,
-  redis.call('HGET', s, 'known') or '[]', redis.call('HGET', s, 'parkedby') or ''}
+  redis.call('HGET', s, 'known') or '[]'}
 for _, frame in ipairs(redis.call('LRANGE', q, 0, -1)) do table.insert(answer, frame) end
 redis.call('DEL', q)
 redis.call('HSET', s, 'owner', ARGV[2], 'token', '', 'bytes', 0)
-redis.call('HDEL', s, 'over', 'until', 'maxm', 'maxb', 'known', 'parking', 'parkedby')
+redis.call('HDEL', s, 'over', 'until', 'maxm', 'maxb', 'known', 'parking')
 redis.call('PERSIST', s)
 return answer
 "#,
@@ -269,8 +269,7 @@ impl RedisBroker {
             .arg(parked.bytes)
             .arg(millis(lifetime))
             .arg(deadline)
-            .arg(known_json(&parked.known))
-            .arg(self.node.as_str());
+            .arg(known_json(&parked.known));
         for frame in &parked.frames {
             invocation.arg(frame);
         }
@@ -364,7 +363,7 @@ impl RedisBroker {
                 .arg(if late { "1" } else { "" });
             let answer: Vec<Value> = self.call(invocation.invoke_async(&mut link)).await?;
             match answer.as_slice() {
-                [status, identity, rooms, over, owner, known, parked_by, frames @ ..] if text(status) == Some("ok") => {
+                [status, identity, rooms, over, owner, known, frames @ ..] if text(status) == Some("ok") => {
                     let rooms = parse_rooms(text(rooms).unwrap_or("[]"));
                     let owner = text(owner).unwrap_or_default().to_owned();
                     self.after_claim(token, peer, &owner).await;
@@ -373,8 +372,7 @@ impl RedisBroker {
                         SessionRecord { id: peer, token, identity: text(identity).unwrap_or("{}").to_owned(), rooms };
                     let overflowed = text(over).is_some_and(|o| !o.is_empty());
                     let known = parse_known(text(known).unwrap_or("[]"));
-                    let parked_by = text(parked_by).and_then(NodeId::parse);
-                    return Ok(Claim::Taken(Taken { record, frames, overflowed, known, parked_by }));
+                    return Ok(Claim::Taken(Taken { record, frames, overflowed, known }));
                 }
                 [status, owner] if text(status) == Some("live") => {
                     let owner = text(owner).unwrap_or_default().to_owned();

@@ -172,16 +172,8 @@ async fn claim(app: &Arc<App>, token: ResumeToken) -> Option<SessionState> {
             return None;
         }
     };
-    let (rooms, mut missed) = app.hub.adopt(peer, &outbox, taken.record.rooms, &taken.known).await;
-    let mut fits = outbox.prepend(missed.ahead(taken.frames)).is_ok();
-    // Relays that reached the node that parked it may still be on their way
-    // here; those who left meanwhile are told gone after them.
-    if let Some(node) = taken.parked_by {
-        broker.passed_on(peer, node).await;
-    }
-    for left in missed.left {
-        fits &= outbox.push(left).is_ok();
-    }
+    let (rooms, missed) = app.hub.adopt(peer, &outbox, taken.record.rooms, &taken.known).await;
+    let fits = outbox.prepend(missed.around(taken.frames)).is_ok();
     if taken.overflowed || !fits {
         // It lost messages while it was away: over, as on its own node.
         broker.end_session(peer, token);

@@ -30,13 +30,12 @@ pub struct Missed {
 }
 
 impl Missed {
-    /// The newcomers' `peer-joined`, then the frames queued for the session:
-    /// what goes ahead of anything queued for it since. Its `left` come after
-    /// the relays still on their way to it (see `Broker::passed_on`).
-    pub fn ahead(&mut self, queued: Vec<String>) -> Vec<Message> {
-        let mut ahead = std::mem::take(&mut self.joined);
-        ahead.extend(queued.into_iter().map(|frame| Message::Text(frame.into())));
-        ahead
+    /// The missed events around the frames queued for the session, in the order it is sent them.
+    pub fn around(self, queued: Vec<String>) -> Vec<Message> {
+        let mut all = self.joined;
+        all.extend(queued.into_iter().map(|frame| Message::Text(frame.into())));
+        all.extend(self.left);
+        all
     }
 }
 
