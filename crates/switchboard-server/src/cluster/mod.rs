@@ -1122,7 +1122,11 @@ fn on_message(events: &dyn RoomEvents, broker: &RedisBroker, channel: &str, payl
             }
             Some(InboxMessage::Fenced { peer, fence }) => broker.lower_fence(peer, fence),
             Some(InboxMessage::Command { peer, asker, request, command }) => {
-                let found = events.command(peer, &command);
+                // A session this node has parked (or is parking: its park may still
+                // be queued) is being handed over already: the claimer waits for the
+                // park rather than taking it as a dead node's.
+                let found = events.command(peer, &command)
+                    || (command == Command::HandOver && broker.parked_here.contains(peer));
                 let _ = broker.enqueue(broker.keys.inbox(asker), wire::answer(request, found), None);
             }
             Some(InboxMessage::Answer { request, found }) => broker.answered(request, found),

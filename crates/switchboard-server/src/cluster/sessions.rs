@@ -40,25 +40,31 @@ const EXPIRE_BATCH: usize = 64;
 /// start, but a claim waits for the whole park, so that the park's last steps
 /// never land after the claimer's.
 ///
+/// A node parks only a session it still owns: one that another node took
+/// meanwhile (as if this node were dead) is that node's, and the park is
+/// dropped (returns 0) rather than undoing the claim.
+///
 /// KEYS: session, queue. ARGV: token, identity, rooms (JSON), most frames,
 /// most bytes, hash lifetime (ms), deadline (ms since the epoch), the rooms'
-/// members it knows (JSON), then the frames, oldest first.
+/// members it knows (JSON), the parking node, then the frames, oldest first.
 static PARK: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
 local s, q = KEYS[1], KEYS[2]
+local owner = redis.call('HGET', s, 'owner')
+if owner and owner ~= ARGV[9] then return 0 end
 redis.call('DEL', q)
 redis.call('HSET', s, 'token', ARGV[1], 'identity', ARGV[2], 'rooms', ARGV[3], 'owner', '',
   'maxm', ARGV[4], 'maxb', ARGV[5], 'until', ARGV[7], 'known', ARGV[8], 'parking', '1')
 redis.call('HDEL', s, 'over')
 local bytes = 0
-for i = 9, #ARGV do
+for i = 10, #ARGV do
   redis.call('RPUSH', q, ARGV[i])
   bytes = bytes + #ARGV[i]
 end
 redis.call('HSET', s, 'bytes', bytes)
 redis.call('PEXPIRE', s, ARGV[6])
-if #ARGV >= 9 then redis.call('PEXPIRE', q, ARGV[6]) end
+if #ARGV >= 10 then redis.call('PEXPIRE', q, ARGV[6]) end
 return 1
 "#,
     )
@@ -269,11 +275,15 @@ impl RedisBroker {
             .arg(parked.bytes)
             .arg(millis(lifetime))
             .arg(deadline)
-            .arg(known_json(&parked.known));
+            .arg(known_json(&parked.known))
+            .arg(self.node.as_str());
         for frame in &parked.frames {
             invocation.arg(frame);
         }
-        self.call(invocation.invoke_async::<i64>(&mut link)).await?;
+        if self.call(invocation.invoke_async::<i64>(&mut link)).await? == 0 {
+            debug!(%peer, "not parked: another node has taken the session");
+            return Ok(());
+        }
         let mut resume = redis::cmd("SET");
         resume.arg(self.keys.resume(record.token)).arg(peer.as_str()).arg("PX").arg(millis(lifetime));
         let mut expiry = redis::cmd("ZADD");
