@@ -159,17 +159,21 @@ async fn reap_dead(broker: &RedisBroker, events: &dyn RoomEvents) -> Result<(), 
         if taken.is_none() {
             continue; // another survivor is on it
         }
+        // Its resumable sessions first: once a room hears one of them left, its token resumes nothing.
+        let (sessions, left) = broker.drop_sessions_of(node).await?;
+        if sessions > 0 {
+            info!(%node, sessions, "dropped the resumable sessions of a dead node");
+        }
+        let mut removed = left.len();
+        for (room, member, vacated) in left {
+            events.reaped(&room, vec![member], vacated.emptied);
+        }
         let rooms: Vec<String> =
             broker.call(redis::cmd("SMEMBERS").arg(broker.keys.node_rooms(node)).query_async(&mut link)).await?;
-        let mut removed = 0;
         for room in &rooms {
             let (members, emptied) = broker.reap_room(room, node).await?;
             removed += members.len();
             events.reaped(room, members, emptied);
-        }
-        let sessions = broker.drop_sessions_of(node).await?;
-        if sessions > 0 {
-            info!(%node, sessions, "dropped the resumable sessions of a dead node");
         }
         let mut forget = redis::cmd("DEL");
         forget.arg(broker.keys.node_rooms(node));

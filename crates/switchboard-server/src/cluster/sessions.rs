@@ -504,21 +504,29 @@ impl RedisBroker {
         Ok(())
     }
 
-    /// Forgets the live sessions of a node that died: their clients start
-    /// new sessions (their rooms have been reaped with the node).
-    pub(super) async fn drop_sessions_of(&self, node: &str) -> Result<usize, BrokerError> {
+    /// Forgets the live sessions of a node that died, and takes them out of
+    /// their rooms: their clients start new sessions. Done before the node's
+    /// other peers are reaped, so that once a room hears `peer-left` for one
+    /// of them its token resumes nothing. Returns how many, and what they left.
+    #[allow(clippy::type_complexity)]
+    pub(super) async fn drop_sessions_of(
+        &self,
+        node: &str,
+    ) -> Result<(usize, Vec<(Arc<str>, Listed, Vacated)>), BrokerError> {
         let mut link = self.link.clone();
         let peers: Vec<String> =
             self.call(redis::cmd("SMEMBERS").arg(self.keys.node_sessions(node)).query_async(&mut link)).await?;
         let mut dropped = 0;
+        let mut left = Vec::new();
         for peer in peers.iter().filter_map(|p| PeerId::parse(p)) {
-            if self.take(peer, node, None).await?.is_some() {
+            if let Some(rooms) = self.take(peer, node, None).await? {
                 dropped += 1;
+                left.extend(rooms);
             }
         }
         let mut forget = redis::cmd("DEL");
         forget.arg(self.keys.node_sessions(node));
         self.call(forget.query_async::<()>(&mut link)).await?;
-        Ok(dropped)
+        Ok((dropped, left))
     }
 }
