@@ -476,3 +476,113 @@ async fn a_resumed_session_gets_what_a_departed_peer_sent_it_before_that_peer_s_
         "then that it left"
     );
 }
+
+/// Stops (`STOP`) or continues (`CONT`) a node's process.
+fn signal(server: &Server, signal: &str) {
+    let status = std::process::Command::new("kill").arg(format!("-{signal}")).arg(server.pid().to_string()).status();
+    assert!(status.expect("kill").success(), "kill -{signal}");
+}
+
+/// The node id `server` logged when it joined the deployment.
+fn node_id(server: &Server) -> String {
+    let logs = server.logs();
+    let line = logs.lines().find(|l| l.contains("sharing rooms over Redis")).expect("the node logs its id");
+    let record: Value = serde_json::from_str(line).expect("a JSON log line");
+    record["fields"]["node"].as_str().expect("node").to_owned()
+}
+
+/// Publishes, as a node that has not yet heard that `target` moved would, a
+/// relay from `sender` into the inbox of `node`, where `target` was.
+fn relay_to_old_node(redis: &Redis, node: &str, target: &str, sender: &str) {
+    use switchboard_server::cluster::{keys::Keys, wire};
+    use switchboard_server::peer_id::{NodeId, PeerId};
+    let keys = Keys::new("switchboard");
+    let (target, sender) = (PeerId::parse(target).expect("id"), PeerId::parse(sender).expect("id"));
+    let node = NodeId::parse(node).expect("a node id");
+    let frame = json!({"type": "offer", "target": target.as_str(), "n": 1, "from": sender.as_str()}).to_string();
+    let payload = String::from_utf8(wire::relay(target, sender, node, &frame)).expect("text");
+    assert_eq!(redis.cli(&["PUBLISH", &keys.inbox(node), &payload]), "1", "the old node hears its inbox");
+}
+
+/// Reads the next two messages: the departed peer's offer, then its `peer-left`.
+async fn offer_then_peer_left(client: &mut Client, departed: &str) {
+    let first = recv_json(client).await.expect("a message");
+    assert_eq!(
+        (first["type"].as_str(), first["from"].as_str()),
+        (Some("offer"), Some(departed)),
+        "first the relay the departed peer sent before it left: {first}"
+    );
+    assert_eq!(
+        recv_json(client).await.expect("a message"),
+        json!({"type": "peer-left", "data": departed, "room": "r"}),
+        "then that it left"
+    );
+}
+
+#[tokio::test]
+async fn a_departure_waits_for_the_relays_the_parking_node_still_passes_on_to_a_claimed_session() {
+    let redis = Redis::start();
+    let servers = nodes(&redis, 3, "1s", "10s").await;
+    let (parking, claiming, senders) = (&servers[0], &servers[1], &servers[2]);
+    let mut t = resumable(parking, None).await;
+    let mut s = senders.client().await;
+    t.join("r").await.unwrap();
+    s.join("r").await.unwrap();
+    assert_eq!(recv_json(&mut t).await.unwrap()["type"], "peer-joined");
+    let (t_id, s_id) = (t.id().to_owned(), s.id().to_owned());
+    let token = t.resume_token().unwrap().to_owned();
+
+    // Taken over from its live node, which parks it and passes relays on.
+    let mut t = resume(claiming, &token, &t_id).await;
+    // A relay sent to the old node before its sender heard of the move is
+    // still on its way there (the node is slow: stopped), when its sender leaves.
+    signal(parking, "STOP");
+    relay_to_old_node(&redis, &node_id(parking), &t_id, &s_id);
+    s.send(&json!({"type": "leave", "rid": 1})).await.unwrap();
+    assert_eq!(recv_json(&mut s).await.unwrap()["type"], "left");
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    signal(parking, "CONT");
+    offer_then_peer_left(&mut t, &s_id).await;
+}
+
+#[tokio::test]
+async fn a_session_claimed_after_a_departure_gets_the_relays_its_parking_node_passes_on_first() {
+    let redis = Redis::start();
+    let servers = nodes(&redis, 3, "1s", "10s").await;
+    let (parking, claiming, senders) = (&servers[0], &servers[1], &servers[2]);
+    let mut t = resumable(parking, None).await;
+    let mut s = senders.client().await;
+    t.join("r").await.unwrap();
+    s.join("r").await.unwrap();
+    assert_eq!(recv_json(&mut t).await.unwrap()["type"], "peer-joined");
+    let (t_id, s_id) = (t.id().to_owned(), s.id().to_owned());
+    let token = t.resume_token().unwrap().to_owned();
+
+    // The connection drops: its node (alive) parks the session.
+    drop(t);
+    let session = switchboard_server::cluster::keys::Keys::new("switchboard")
+        .session(switchboard_server::peer_id::PeerId::parse(&t_id).expect("id"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let parked = || {
+        redis.cli(&["HEXISTS", &session, "owner"]) == "1"
+            && redis.cli(&["HGET", &session, "owner"]).is_empty()
+            && redis.cli(&["HGET", &session, "parking"]).is_empty()
+    };
+    while !parked() {
+        assert!(std::time::Instant::now() < deadline, "parked");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A relay on its way to the parking node (slow: stopped) when its sender leaves.
+    signal(parking, "STOP");
+    relay_to_old_node(&redis, &node_id(parking), &t_id, &s_id);
+    s.send(&json!({"type": "leave", "rid": 1})).await.unwrap();
+    assert_eq!(recv_json(&mut s).await.unwrap()["type"], "left");
+    let pid = parking.pid();
+    let wake = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let _ = std::process::Command::new("kill").arg("-CONT").arg(pid.to_string()).status();
+    });
+    let mut t = resume(claiming, &token, &t_id).await;
+    wake.await.unwrap();
+    offer_then_peer_left(&mut t, &s_id).await;
+}

@@ -43,9 +43,15 @@ pub struct Fences {
 }
 
 impl Fences {
+    /// A fresh fence number (the holds of [`super::holds`] draw theirs here too,
+    /// so an answer names one fence).
+    pub fn number(&self) -> u64 {
+        self.next.fetch_add(1, Ordering::Relaxed)
+    }
+
     /// Fences `peer`, which moved to `to`; returns the fence's number, to send.
     pub fn raise(&self, peer: PeerId, to: NodeId) -> u64 {
-        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let id = self.number();
         let mut fences = self.lock();
         let fence = fences.entry(peer).or_insert_with(|| {
             self.active.fetch_add(1, Ordering::AcqRel);

@@ -26,6 +26,7 @@
 //! whatever must cross nodes, and every `join`, is refused with `unavailable`.
 
 pub mod fence;
+pub mod holds;
 pub mod keys;
 pub mod link;
 pub mod presence;
@@ -54,6 +55,7 @@ use crate::broker::{
 };
 use crate::peer_id::{NodeId, PeerId};
 use crate::telemetry::metrics::Metrics;
+use holds::Arrival;
 use keys::{Channel, Keys};
 use link::Link;
 use wire::{InboxMessage, RoomMessage};
@@ -64,6 +66,8 @@ const OUTGOING_QUEUE: usize = 65_536;
 /// How long a stopping node that parked sessions keeps passing on the relays
 /// that still reach it for them.
 const PARKED_LINGER: Duration = Duration::from_millis(500);
+/// How often a fence to a node that stopped hearing its inbox looks whether it has left.
+const GONE_POLL: Duration = Duration::from_millis(10);
 /// Most publishes sent to Redis in one pipeline.
 const PUBLISH_BATCH: usize = 512;
 
@@ -149,6 +153,9 @@ struct Wiring {
 /// The kind of the marker a stopping node puts behind the pushes Redis sent it,
 /// to know when the receiver has handled them all.
 const DRAINED: &str = "switchboard-drained";
+/// The kind of the marker that tells the receiver a hold's fence lapsed (its
+/// number in the data): released in order with the room's other messages.
+const LAPSED: &str = "switchboard-lapsed";
 
 /// One node's link to the others, over Redis.
 pub struct RedisBroker {
@@ -179,6 +186,9 @@ pub struct RedisBroker {
     parked_here: sessions::ParkedHere,
     /// Peers that moved away from a node with relays from this one maybe in flight.
     fences: fence::Fences,
+    /// Sessions claimed from a node that may still pass relays on to them:
+    /// departures in their rooms wait behind those relays.
+    holds: holds::Holds,
     /// The hub, once started (weak: the hub owns the broker).
     events: std::sync::OnceLock<std::sync::Weak<dyn RoomEvents>>,
     /// Itself, for the tasks its calls spawn.
@@ -216,6 +226,7 @@ impl RedisBroker {
             asked: Mutex::new(HashMap::new()),
             parked_here: sessions::ParkedHere::default(),
             fences: fence::Fences::default(),
+            holds: holds::Holds::default(),
             events: std::sync::OnceLock::new(),
         }))
     }
@@ -705,6 +716,64 @@ impl RedisBroker {
         });
     }
 
+    /// Sends fence `number` to `node`, which may still pass relays on to a
+    /// session claimed here; its answer (or its lapse) passes the fence in
+    /// [`holds`]. A node that no longer hears its inbox is stopping, passing
+    /// on what it heard before it leaves the node set, or dead: the fence then
+    /// goes through this node's own inbox once it has left (or after the
+    /// broker's timeout), behind anything it passed on.
+    fn fence_passing(&self, node: NodeId, number: u64, peer: PeerId) {
+        let Some(broker) = self.me.upgrade() else { return };
+        tokio::spawn(async move {
+            let fence = wire::fence(peer, broker.node, number);
+            if broker.publish_now(broker.keys.inbox(node), &fence).await != Some(true) {
+                broker.wait_gone(node).await;
+                if broker.publish_now(broker.keys.inbox(broker.node), &fence).await != Some(true) {
+                    broker.lapse(number);
+                    return;
+                }
+            }
+            tokio::time::sleep(broker.timeout).await;
+            broker.lapse(number);
+        });
+    }
+
+    /// Waits until `node` has passed on the relays it heard before this call
+    /// (at most about twice the broker's timeout).
+    async fn passed_on(&self, node: NodeId, peer: PeerId) {
+        let number = self.fences.number();
+        let waiting = self.holds.wait(number);
+        self.fence_passing(node, number, peer);
+        let _ = waiting.await;
+    }
+
+    /// Publishes one message now, outside the publisher; whether anyone heard it.
+    async fn publish_now(&self, channel: String, payload: &[u8]) -> Option<bool> {
+        let mut link = self.link.clone();
+        let mut publish = redis::cmd(link.publish_command());
+        publish.arg(channel).arg(payload);
+        let replies = self.call(link.batch(vec![publish])).await.ok()?;
+        Some(!matches!(replies.first(), Some(Value::Int(0))))
+    }
+
+    /// Waits (up to the broker's timeout) until `node` is no longer registered.
+    async fn wait_gone(&self, node: NodeId) {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        while tokio::time::Instant::now() < deadline {
+            match self.registered_nodes().await {
+                Ok(nodes) if nodes.iter().any(|n| n == node.as_str()) => {}
+                _ => return,
+            }
+            tokio::time::sleep(GONE_POLL).await;
+        }
+    }
+
+    /// Fence `number` lapsed: the receiver passes it, in order with what it heard.
+    fn lapse(&self, number: u64) {
+        let data = vec![Value::Int(i64::try_from(number).unwrap_or(i64::MAX))];
+        let _ = self.pushes_in.send(PushInfo { kind: PushKind::Other(LAPSED.to_owned()), data });
+    }
+
     /// The other live nodes, from what each writes on its heartbeat.
     async fn list_nodes(&self) -> Result<Vec<NodeInfo>, BrokerError> {
         self.check_up()?;
@@ -1079,6 +1148,12 @@ async fn receive(events: Arc<dyn RoomEvents>, broker: Arc<RedisBroker>, mut push
             }
             PushKind::Disconnection => broker.mark_down(&BrokerError::Down),
             PushKind::Other(kind) if kind == DRAINED => broker.drained.notify_waiters(),
+            PushKind::Other(kind) if kind == LAPSED => {
+                if let Some(Value::Int(number)) = push.data.first() {
+                    let number = u64::try_from(*number).unwrap_or_default();
+                    broker.holds.passed(number, |room, held| replay(&*events, &broker, room, held));
+                }
+            }
             _ => {}
         }
     }
@@ -1091,7 +1166,20 @@ fn on_message(events: &dyn RoomEvents, broker: &RedisBroker, channel: &str, payl
                 if let RoomEvent::Moved { peer, from, to, .. } = event {
                     broker.on_moved(peer, from, to);
                 }
-                events.apply(room, event)
+                let departed = match event {
+                    RoomEvent::Left { peer, .. } => Some(peer),
+                    _ => None,
+                };
+                match broker.holds.arrived(room, departed, payload, || broker.fences.number()) {
+                    Arrival::Apply => events.apply(room, event),
+                    Arrival::Queued => {}
+                    Arrival::Fence(fences) => {
+                        let peer = departed.unwrap_or_else(PeerId::random);
+                        for (node, number) in fences {
+                            broker.fence_passing(node, number, peer);
+                        }
+                    }
+                }
             }
             None => warn!(%room, "unreadable room event from Redis"),
         },
@@ -1120,7 +1208,11 @@ fn on_message(events: &dyn RoomEvents, broker: &RedisBroker, channel: &str, payl
                 // Behind whatever this node passed on for the relays before the fence.
                 let _ = broker.enqueue(broker.keys.inbox(asker), wire::fenced(peer, fence), None);
             }
-            Some(InboxMessage::Fenced { peer, fence }) => broker.lower_fence(peer, fence),
+            Some(InboxMessage::Fenced { peer, fence }) => {
+                if !broker.holds.passed(fence, |room, held| replay(events, broker, room, held)) {
+                    broker.lower_fence(peer, fence);
+                }
+            }
             Some(InboxMessage::Command { peer, asker, request, command }) => {
                 // A session this node has parked (or is parking: its park may still
                 // be queued) is being handed over already: the claimer waits for the
@@ -1134,6 +1226,16 @@ fn on_message(events: &dyn RoomEvents, broker: &RedisBroker, channel: &str, payl
         },
         None => {}
     }
+}
+
+/// Applies a room's held messages, in order, once their fences are passed.
+fn replay(events: &dyn RoomEvents, broker: &RedisBroker, room: &str, held: Vec<Vec<u8>>) {
+    for payload in held {
+        if let Some(event) = wire::parse_room(&payload).and_then(room_event) {
+            events.apply(room, event);
+        }
+    }
+    debug!(%room, node = %broker.node, "a room's held events are released");
 }
 
 /// A room message from Redis as the hub's event; `None` if its record is unreadable.

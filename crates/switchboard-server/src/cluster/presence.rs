@@ -55,6 +55,7 @@ pub async fn run(events: Arc<dyn RoomEvents>, broker: Arc<RedisBroker>) {
             reap_dead(&broker, &*events).await?;
             broker.expire_parked(&*events).await?;
             broker.parked_here.prune(PARKED_HERE_FOR);
+            broker.holds.prune();
             if count % PRUNE_EVERY == 0 {
                 prune_index(&broker).await?;
             }

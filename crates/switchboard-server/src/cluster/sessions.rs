@@ -55,7 +55,7 @@ local owner = redis.call('HGET', s, 'owner')
 if owner and owner ~= ARGV[9] then return 0 end
 redis.call('DEL', q)
 redis.call('HSET', s, 'token', ARGV[1], 'identity', ARGV[2], 'rooms', ARGV[3], 'owner', '',
-  'maxm', ARGV[4], 'maxb', ARGV[5], 'until', ARGV[7], 'known', ARGV[8], 'parking', '1')
+  'maxm', ARGV[4], 'maxb', ARGV[5], 'until', ARGV[7], 'known', ARGV[8], 'parking', '1', 'by', ARGV[9])
 redis.call('HDEL', s, 'over')
 local bytes = 0
 for i = 10, #ARGV do
@@ -106,7 +106,7 @@ return {'ok'}
 /// whose park never finished (its node died parking it). Returns
 /// `{"unknown"}`, `{"live", owner}` (a node holds it), `{"parking"}`, or
 /// `{"ok", identity, rooms, over, owner it had ("" if parked), known members,
-/// frames...}`.
+/// the node that parked it, frames...}`.
 static CLAIM: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
@@ -117,11 +117,11 @@ if owner ~= '' and owner ~= ARGV[3] then return {'live', owner} end
 if owner == '' and ARGV[5] ~= '1' and redis.call('HGET', s, 'parking') then return {'parking'} end
 if owner == '' and tonumber(redis.call('HGET', s, 'until') or '0') < tonumber(ARGV[4]) then return {'unknown'} end
 local answer = {'ok', redis.call('HGET', s, 'identity'), redis.call('HGET', s, 'rooms'), redis.call('HGET', s, 'over') or '', owner,
-  redis.call('HGET', s, 'known') or '[]'}
+  redis.call('HGET', s, 'known') or '[]', redis.call('HGET', s, 'by') or ''}
 for _, frame in ipairs(redis.call('LRANGE', q, 0, -1)) do table.insert(answer, frame) end
 redis.call('DEL', q)
 redis.call('HSET', s, 'owner', ARGV[2], 'token', '', 'bytes', 0)
-redis.call('HDEL', s, 'over', 'until', 'maxm', 'maxb', 'known', 'parking')
+redis.call('HDEL', s, 'over', 'until', 'maxm', 'maxb', 'known', 'parking', 'by')
 redis.call('PERSIST', s)
 return answer
 "#,
@@ -320,10 +320,18 @@ impl RedisBroker {
         }
     }
 
-    /// Moves a claimed session's record in `room` to this node.
+    /// Moves a claimed session's record in `room` to this node. A session
+    /// claimed from a node that may still pass relays on to it waits for
+    /// them here: a departure this move found (told as `peer-left` after the
+    /// relays already delivered, see `Hub::adopt`) comes after the departed
+    /// peer's relays (see [`super::holds`]).
     pub(super) async fn adopt_record(&self, room: &str, peer: PeerId) -> Result<Option<Adopted>, BrokerError> {
         self.check_up()?;
-        self.move_record(room, peer, self.node).await
+        let adopted = self.move_record(room, peer, self.node).await?;
+        if let Some(from) = self.holds.claimed_from(peer) {
+            self.passed_on(from, peer).await;
+        }
+        Ok(adopted)
     }
 
     /// Queues a relay for a parked peer, from the publisher. Returns the
@@ -373,9 +381,15 @@ impl RedisBroker {
                 .arg(if late { "1" } else { "" });
             let answer: Vec<Value> = self.call(invocation.invoke_async(&mut link)).await?;
             match answer.as_slice() {
-                [status, identity, rooms, over, owner, known, frames @ ..] if text(status) == Some("ok") => {
+                [status, identity, rooms, over, owner, known, by, frames @ ..] if text(status) == Some("ok") => {
                     let rooms = parse_rooms(text(rooms).unwrap_or("[]"));
                     let owner = text(owner).unwrap_or_default().to_owned();
+                    // Parked by another node, which passes on relays that still reach it:
+                    // departures in its rooms wait behind them for a while.
+                    if let Some(by) = text(by).and_then(NodeId::parse).filter(|by| owner.is_empty() && *by != self.node)
+                    {
+                        self.holds.claimed(peer, by, &rooms, self.timeout);
+                    }
                     self.after_claim(token, peer, &owner).await;
                     let frames = frames.iter().filter_map(text).map(str::to_owned).collect();
                     let record =

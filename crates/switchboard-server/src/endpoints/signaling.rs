@@ -173,7 +173,7 @@ async fn claim(app: &Arc<App>, token: ResumeToken) -> Option<SessionState> {
         }
     };
     let (rooms, missed) = app.hub.adopt(peer, &outbox, taken.record.rooms, &taken.known).await;
-    let fits = outbox.prepend(missed.around(taken.frames)).is_ok();
+    let fits = !missed.overflowed && outbox.prepend(missed.around(taken.frames)).is_ok();
     if taken.overflowed || !fits {
         // It lost messages while it was away: over, as on its own node.
         broker.end_session(peer, token);

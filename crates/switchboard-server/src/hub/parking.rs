@@ -19,22 +19,24 @@ use crate::peer_id::{NodeId, PeerId};
 /// What changed in a resumed session's rooms while it was away, as the events
 /// it missed. Their order against what was queued for it is not known, so
 /// they go around it: a newcomer's `peer-joined` before the queue (which may
-/// hold its relays), a departure's `peer-left` after it (the queue may hold
-/// relays the departed peer sent before it left).
+/// hold its relays); a departure's `peer-left` after it, and after the relays
+/// that reached the session since its claim (a relay the departed peer sent
+/// before it left may have been passed on by the node that parked the
+/// session): it is put in the outbox as the room is adopted, before the
+/// room's later events (see [`Hub::adopt`]).
 #[derive(Default)]
 pub struct Missed {
     /// `peer-joined` for members that arrived meanwhile.
     pub joined: Vec<Message>,
-    /// `peer-left` for members that left meanwhile.
-    pub left: Vec<Message>,
+    /// A `peer-left` did not fit in the outbox: the session lost messages.
+    pub overflowed: bool,
 }
 
 impl Missed {
-    /// The missed events around the frames queued for the session, in the order it is sent them.
+    /// The missed arrivals before the frames queued for the session, in the order it is sent them.
     pub fn around(self, queued: Vec<String>) -> Vec<Message> {
         let mut all = self.joined;
         all.extend(queued.into_iter().map(|frame| Message::Text(frame.into())));
-        all.extend(self.left);
         all
     }
 }
@@ -142,8 +144,11 @@ impl Hub {
             Ok(Some(Adopted { seq, capacity, members })) => {
                 if let Some(before) = before {
                     let now = |peer: &PeerId| members.iter().any(|m| m.id == *peer);
+                    // After the relays delivered since the claim (the broker's adopt waited for
+                    // the ones passed on), before the room's later events (`admit` below).
                     for gone in before.iter().filter(|peer| !now(peer)) {
-                        missed.left.push(Message::Text(encode::peer_left(gone.as_str(), room).into()));
+                        let left = Message::Text(encode::peer_left(gone.as_str(), room).into());
+                        missed.overflowed |= outbox.push(left).is_err();
                     }
                     for new in members.iter().filter(|m| m.id != id && !before.contains(&m.id)) {
                         let frame =
