@@ -368,12 +368,43 @@ impl Hub {
                 }
                 None => {}
             }
+            if room.is_joining_here(target) {
+                drop(room);
+                if let Some(result) = self.relay_early(sender, room_name, target, &frame) {
+                    return result;
+                }
+            }
         }
         if self.peers.contains_key(&target) {
             Err(RelayError::NoSharedRoom)
         } else {
             Err(RelayError::UnknownTarget)
         }
+    }
+
+    /// A relay to `target`, which is joining `room_name` on this node: its
+    /// `peer-joined` went out (from the room's event) before the broker's
+    /// answer admitted it here. Kept for it, to follow its `joined`; or
+    /// delivered, if it was admitted meanwhile. `None`: it is not joining.
+    fn relay_early(
+        &self,
+        sender: PeerId,
+        room_name: &str,
+        target: PeerId,
+        frame: &Utf8Bytes,
+    ) -> Option<Result<(), RelayError>> {
+        let mut room = self.rooms.get_mut(room_name)?;
+        if !room.members.contains_key(&sender) {
+            return None;
+        }
+        if let Some(Location::Local(outbox)) = room.members.get(&target).map(|m| &m.location) {
+            return Some(outbox.push(Message::Text(frame.clone())).map_err(|_| RelayError::DeliveryFailed));
+        }
+        if !room.is_joining_here(target) {
+            return None;
+        }
+        room.early.push((target, frame.clone()));
+        Some(Ok(()))
     }
 
     /// Delivers a broadcast frame to every member of `room` (but `from`,
@@ -581,6 +612,7 @@ impl Hub {
             room.pending_joins = room.pending_joins.saturating_sub(1);
             if room.pending_joins == 0 {
                 room.recent.clear();
+                room.early.clear();
             }
             room.is_unused()
         };
@@ -662,9 +694,22 @@ impl Hub {
                 _ => {}
             }
         }
+        // Relays sent to it since its `peer-joined` went out, after its `joined`.
+        if !room.early.is_empty() {
+            let mut early = std::mem::take(&mut room.early);
+            early.retain(|(target, frame)| {
+                if *target == id {
+                    let _ = outbox.push(Message::Text(frame.clone()));
+                }
+                *target != id
+            });
+            room.early = early;
+        }
         room.pending_joins = room.pending_joins.saturating_sub(1);
         if room.pending_joins > 0 {
             room.recent = recent;
+        } else {
+            room.early.clear();
         }
         if closed {
             outbox.remove_from(room_name.clone(), Message::Text(encode::room_closed(room_name).into()));

@@ -121,6 +121,10 @@ pub struct Room {
     /// While joins are pending: the events applied meanwhile, which
     /// may be newer than a pending join's snapshot of the room.
     pub recent: Vec<Recent>,
+    /// Relays to a peer joining on this node whose `peer-joined` the room
+    /// already heard, before its admission here: sent right after its
+    /// `joined` (see `Hub::relay`).
+    pub early: Vec<(PeerId, Utf8Bytes)>,
 }
 
 /// A membership event applied while a join was pending.
@@ -153,7 +157,20 @@ impl Room {
             arrivals: None,
             pending_joins: 0,
             recent: Vec::new(),
+            early: Vec::new(),
         }
+    }
+
+    /// Whether `peer` is joining here: its join's event was applied (members
+    /// were told `peer-joined`) and its admission is still pending.
+    pub fn is_joining_here(&self, peer: PeerId) -> bool {
+        self.pending_joins > 0
+            && self
+                .recent
+                .iter()
+                .rev()
+                .find(|r| r.peer == peer)
+                .is_some_and(|r| r.joined.is_none() && !r.left && !r.closed && r.moved.is_none() && r.frame.is_some())
     }
 
     /// Whether the registry may drop this room: nobody on this node is in it or

@@ -323,6 +323,46 @@ async fn a_leaver_is_a_member_until_the_broker_decides_and_refusals_come_after_p
     assert!(matches!(hub.relay(a, rooms, b, "{}".into()), Err(RelayError::NoSharedRoom)), "refused after peer-left");
 }
 
+/// A peer joining on this node is announced to the room by the broker's event,
+/// which can come before the broker's answer admits it here: a member that
+/// relays to it on hearing `peer-joined` is not refused (`no-shared-room`), and
+/// the relay reaches the newcomer right after its `joined`.
+#[tokio::test]
+async fn a_relay_to_a_local_joiner_announced_before_its_admission_follows_its_joined() {
+    let (member, newcomer) = (PeerId::random(), PeerId::random());
+    let (hub, broker) = Scripted::hub(Vec::new());
+    let node = broker.node;
+    let here = move |id| Listed { id, node, shown: None, joined: 0 };
+    broker.verdicts.lock().unwrap().extend([
+        Verdict::Admitted { capacity: None, seq: 1, members: vec![here(member)], created: true },
+        Verdict::Admitted { capacity: None, seq: 2, members: vec![here(member), here(newcomer)], created: false },
+    ]);
+    let room: Arc<str> = "r".into();
+    let (om, on) = (outbox(), outbox());
+    hub.connect(member, om.clone());
+    hub.connect(newcomer, on.clone());
+    hub.join(joiner(member, &om, None), &room, None).await.unwrap();
+    drain(&om);
+    let relayed = Arc::new(Mutex::new(None));
+    let (seen, relaying, relay_room) = (relayed.clone(), hub.clone(), room.clone());
+    broker.during_next_join(move |events| {
+        events.apply("r", RoomEvent::Joined { seq: 2, member: here(newcomer), restored: false });
+        let signal = r#"{"type":"offer","from":"m"}"#;
+        *seen.lock().unwrap() =
+            Some(relaying.relay(member, std::slice::from_ref(&relay_room), newcomer, signal.into()));
+    });
+    hub.join(joiner(newcomer, &on, None), &room, None).await.unwrap();
+    let relayed = relayed.lock().unwrap().take().expect("relayed during the join");
+    assert!(relayed.is_ok(), "not refused: {relayed:?}");
+    assert!(matches!(&drain(&om)[..], [ServerMessage::PeerJoined { id, .. }] if id == newcomer.as_str()));
+    let got = on.take().unwrap();
+    let types: Vec<_> = got
+        .iter()
+        .map(|m| serde_json::from_str::<serde_json::Value>(m.to_text().unwrap()).unwrap()["type"].clone())
+        .collect();
+    assert_eq!(types, ["joined", "offer"], "the relay follows the newcomer's joined");
+}
+
 /// A room closed while a join to it was being decided: the join was numbered
 /// before the close, so the newcomer is told `joined`, then `room-closed`, and
 /// is not left behind as a member.
