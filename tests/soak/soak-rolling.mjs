@@ -558,6 +558,7 @@ class Session {
       return fail(`${this.id} (node ${this.node.index}, joined at tick ${this.joinedAt}, join sent ${this.joinSentAt}, handed over ${this.handovers}×): peer-left for ${m.data}, not a known member: ${seen}; that peer: ${o ? `state ${o.state}, join sent ${o.joinSentAt}, joined ${o.joinedAt}, leave sent ${o.leaveSentAt}, dropped ${o.droppedAt}, node ${o.node?.index}, handed over ${o.handovers}×` : 'unknown'}; now tick ${clock}`);
     }
     (this.formerMates ??= new Set()).add(m.data);
+    (this.leftSeenMs ??= new Map()).set(m.data, Date.now());
     const other = sessionsById.get(m.data);
     if (other && other.leaveSentAt === undefined && other.droppedAt === undefined) {
       fail(`${this.id}: peer-left for ${m.data}, which neither left nor disconnected (handed over ${other.handovers} times, on node ${other.node?.index}, state ${other.state})`);
@@ -665,7 +666,12 @@ class Session {
       if (o && o.room === this.room && o.joinSentAt !== undefined && !gone) {
         stats.relayBeforePeerJoined = (stats.relayBeforePeerJoined ?? 0) + 1;
       } else {
-        fail(`${this.id}: relay from ${m.from}, not (or no longer) a room mate${gone ? ' (its peer-left came already)' : ''}`);
+        const now = Date.now();
+        const ago = (ms) => (ms === undefined ? 'never' : `${now - ms} ms ago`);
+        const where = gone
+          ? `; this peer: node ${this.node.index}, handed over ${this.handovers}× (last ${ago(this.handedOverMs)}, resumed ${ago(this.resumedMs)}), peer-left came ${ago(this.leftSeenMs?.get(m.from))}; sender: node ${o?.node?.index}, handed over ${o?.handovers}× (last ${ago(o?.handedOverMs)}), leave sent ${ago(o?.leaveSentMs)}, dropped ${ago(o?.droppedMs)}; at t=${(now - T0) / 1000} s, restarts: ${JSON.stringify(this.node.restarts.at(-1))} / ${JSON.stringify(o?.node?.restarts.at(-1))}`
+          : '';
+        fail(`${this.id}: relay from ${m.from}, not (or no longer) a room mate${gone ? ' (its peer-left came already)' : ''}${where}`);
       }
     }
     let skipped = true;
@@ -701,6 +707,7 @@ class Session {
     if (this.state === 'joined') {
       this.state = 'leaving';
       this.leaveSentAt = tick();
+      this.leaveSentMs = Date.now();
       this.send({ type: 'leave', rid: 'leave' });
       this.expect('left', 30_000);
     } else {
@@ -708,6 +715,7 @@ class Session {
       this.state = 'closing';
       this.graceful = true;
       this.leaveSentAt = tick();
+      this.leaveSentMs = Date.now();
       this.ws.close(1000);
       this.expect('close', 30_000);
     }
