@@ -387,9 +387,7 @@ fn verdicts_16(r: &Results, pinned: bool) -> Vec<Verdict> {
     let rss = r.get("idle", "switchboard").rss_per_connection();
     out.push(Verdict {
         target: "idle ≤ 2 KiB per joined connection at 15,000, default settings".into(),
-        measured: rss.map_or("–".into(), |v| {
-            format!("{v:.2} KiB (bench/compare.sh runs Switchboard with rate limits off: see its settings)")
-        }),
+        measured: rss.map_or("–".into(), |v| format!("{v:.2} KiB (default settings: rate limits and keepalive on)")),
         met: rss.map(|v| v <= 2.0),
     });
     out.push(Verdict {
