@@ -371,25 +371,11 @@ async fn nodes_on_a_redis_cluster_share_rooms_over_sharded_pub_sub() {
 #[tokio::test]
 async fn a_peer_s_relays_reach_another_node_before_its_peer_left() {
     let redis = Redis::start();
-    let url = redis.url();
     let servers = nodes(&redis, 2).await;
     // A third node whose resumable peer `z` is parked when it stops: relays to
     // `z` are then queued in Redis one round trip each, so the first node's
     // publisher has a backlog when its peer `x` leaves.
-    let mut third = Server::start(&[
-        "--redis",
-        &url,
-        "--node-ttl",
-        "1s",
-        "--redis-timeout",
-        "500ms",
-        "--resume-grace",
-        "30s",
-        "--shutdown-close-code",
-        "1012",
-        "--shutdown-delay",
-        "0s",
-    ]);
+    let mut third = Server::handing_over(&redis, "1s", "30s", &[]);
     third.wait_broker_up().await;
     let mut z = Client::connect_resumable(&third.ws_url("/ws"), None).await.unwrap();
     let mut x = servers[0].client().await;

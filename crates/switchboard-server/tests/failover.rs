@@ -18,23 +18,7 @@ use switchboard_client::{Client, ClientError};
 /// A node on `redis` that hands its sessions over when stopped (1012), with
 /// heartbeats of `ttl` and a resume grace period of `grace`.
 fn node(redis: &Redis, ttl: &str, grace: &str) -> Server {
-    let url = redis.url();
-    Server::start(&[
-        "--redis",
-        &url,
-        "--node-ttl",
-        ttl,
-        "--redis-timeout",
-        "500ms",
-        "--rate-limit-messages",
-        "0",
-        "--resume-grace",
-        grace,
-        "--shutdown-close-code",
-        "1012",
-        "--shutdown-delay",
-        "0s",
-    ])
+    Server::handing_over(redis, ttl, grace, &["--rate-limit-messages", "0"])
 }
 
 async fn nodes(redis: &Redis, count: usize, ttl: &str, grace: &str) -> Vec<Server> {
@@ -519,20 +503,27 @@ async fn offer_then_peer_left(client: &mut Client, departed: &str) {
     );
 }
 
-#[tokio::test]
-async fn a_departure_waits_for_the_relays_the_parking_node_still_passes_on_to_a_claimed_session() {
-    let redis = Redis::start();
-    let servers = nodes(&redis, 3, "1s", "10s").await;
-    let (parking, claiming, senders) = (&servers[0], &servers[1], &servers[2]);
+/// A resumable target on `parking` and a sender on `senders`, in room "r".
+async fn target_and_sender(parking: &Server, senders: &Server) -> (Client, Client) {
     let mut t = resumable(parking, None).await;
     let mut s = senders.client().await;
     t.join("r").await.unwrap();
     s.join("r").await.unwrap();
     assert_eq!(recv_json(&mut t).await.unwrap()["type"], "peer-joined");
+    (t, s)
+}
+
+#[tokio::test]
+async fn a_departure_waits_for_the_relays_the_parking_node_still_passes_on_to_a_claimed_session() {
+    let redis = Redis::start();
+    let servers = nodes(&redis, 3, "1s", "10s").await;
+    let (parking, claiming) = (&servers[0], &servers[1]);
+    let (t, mut s) = target_and_sender(parking, &servers[2]).await;
     let (t_id, s_id) = (t.id().to_owned(), s.id().to_owned());
     let token = t.resume_token().unwrap().to_owned();
 
     // Taken over from its live node, which parks it and passes relays on.
+    let _taken_over = t;
     let mut t = resume(claiming, &token, &t_id).await;
     // A relay sent to the old node before its sender heard of the move is
     // still on its way there (the node is slow: stopped), when its sender leaves.
@@ -549,12 +540,8 @@ async fn a_departure_waits_for_the_relays_the_parking_node_still_passes_on_to_a_
 async fn a_session_claimed_after_a_departure_gets_the_relays_its_parking_node_passes_on_first() {
     let redis = Redis::start();
     let servers = nodes(&redis, 3, "1s", "10s").await;
-    let (parking, claiming, senders) = (&servers[0], &servers[1], &servers[2]);
-    let mut t = resumable(parking, None).await;
-    let mut s = senders.client().await;
-    t.join("r").await.unwrap();
-    s.join("r").await.unwrap();
-    assert_eq!(recv_json(&mut t).await.unwrap()["type"], "peer-joined");
+    let (parking, claiming) = (&servers[0], &servers[1]);
+    let (t, mut s) = target_and_sender(parking, &servers[2]).await;
     let (t_id, s_id) = (t.id().to_owned(), s.id().to_owned());
     let token = t.resume_token().unwrap().to_owned();
 

@@ -28,6 +28,29 @@ impl Server {
         Server::start_with_env(args, &[])
     }
 
+    /// A node on `redis` that hands its resumable sessions over when stopped
+    /// (close 1012, no shutdown delay), with heartbeats of `ttl`, a 500 ms
+    /// Redis timeout and a resume grace period of `grace`; then `extra` flags.
+    pub fn handing_over(redis: &redis::Redis, ttl: &str, grace: &str, extra: &[&str]) -> Server {
+        let url = redis.url();
+        let mut args = vec![
+            "--redis",
+            url.as_str(),
+            "--node-ttl",
+            ttl,
+            "--redis-timeout",
+            "500ms",
+            "--resume-grace",
+            grace,
+            "--shutdown-close-code",
+            "1012",
+            "--shutdown-delay",
+            "0s",
+        ];
+        args.extend_from_slice(extra);
+        Server::start(&args)
+    }
+
     /// Starts `switchboard serve` with extra flags and environment variables.
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
