@@ -110,7 +110,16 @@ fn pace<T: Tx>(mut senders: Vec<Paced<T>>, ctx: &Ctx, handle: &Handle, spin: Dur
     (senders.into_iter().map(|s| s.tx).collect(), stats)
 }
 
-/// Sleeps until `spin` before `deadline`, then spins until it.
+/// Sleeps until `spin` before `deadline`, then spins until it, yielding the
+/// CPU at each turn.
+///
+/// The yield matters when the load generator has one core (pinned): at 20,000
+/// msgs/s a message is due every 50 µs, less than `spin`, so the pacer never
+/// sleeps, and a pure spin kept the runtime's receiving threads off that core
+/// until the scheduler preempted it (every few ms): every target then showed a
+/// p99 of about 4.5 ms at 20,000 msgs/s, the bare relay included. `sched_yield`
+/// lets a runnable receiver go first; the pacer's lateness, if a receiver then
+/// runs past a due time, is still measured and charged.
 fn wait_until(deadline: Instant, spin: Duration) {
     let now = Instant::now();
     if deadline <= now {
@@ -122,7 +131,7 @@ fn wait_until(deadline: Instant, spin: Duration) {
         }
     }
     while Instant::now() < deadline {
-        std::hint::spin_loop();
+        std::thread::yield_now();
     }
 }
 
