@@ -404,6 +404,24 @@ where
     };
 
     sweeper.unregister(registration);
+    // Boxed: what the ending does (a close handshake, frames after the close
+    // frame) holds its state apart, so the loop's future keeps one socket slot.
+    Box::pin(finish(socket, ending, handler, limits, &outbox, &env)).await;
+    env.metrics.connections(endpoint).decrement(1.0);
+    drop(slot);
+}
+
+/// The end of a connection: the frames a stopping server still handles, the
+/// handler's `on_close`, the ending's metric and the close handshake.
+async fn finish<H: Handler>(
+    socket: Socket,
+    ending: Ending,
+    mut handler: H,
+    mut limits: RateLimits,
+    outbox: &Outbox,
+    env: &Environment,
+) {
+    let metrics = &env.metrics;
     // A client that is told the server is stopping may have sent frames before
     // it read the close frame: they are handled, not dropped, before the
     // session ends (what they reply is queued, and goes with the session when
@@ -445,8 +463,6 @@ where
         }
         _ => {}
     }
-    env.metrics.connections(endpoint).decrement(1.0);
-    drop(slot);
 }
 
 /// What the connection loop does next.
