@@ -429,7 +429,7 @@ async fn finish<H: Handler>(
     let mut socket = Some(socket);
     if ending == Ending::ShuttingDown {
         if let (Some(frame), Some(open)) = (ending.close_frame(&env.timings), socket.take()) {
-            Box::pin(close_handling(open, frame, &mut handler, &mut limits, &env)).await;
+            Box::pin(close_handling(open, frame, &mut handler, &mut limits, env)).await;
         }
     }
     handler.on_close(ending.departure());
