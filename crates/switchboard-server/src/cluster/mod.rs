@@ -744,7 +744,8 @@ impl RedisBroker {
         let number = self.fences.number();
         let waiting = self.holds.wait(number);
         self.fence_passing(node, number, peer);
-        let _ = waiting.await;
+        // The fence's task lapses it; this bound only covers a broker going away.
+        let _ = tokio::time::timeout(self.timeout * 3, waiting).await;
     }
 
     /// Publishes one message now, outside the publisher; whether anyone heard it.
