@@ -182,6 +182,11 @@ async fn a_killed_node_s_sessions_resume_elsewhere_until_it_is_reaped() {
     for _ in 0..2 {
         assert_eq!(recv_json(&mut b).await.unwrap()["type"], "peer-joined");
     }
+    // What a killed node had not yet written to Redis dies with it
+    // (docs/deploy.md): the kill comes after the sessions' rooms are written.
+    for id in [&a_id, &late_id] {
+        wait_session_field(&redis, id, "rooms", "[\"r\"]").await;
+    }
 
     servers[0].kill();
     drop((a, late));
@@ -459,6 +464,17 @@ async fn a_resumed_session_gets_what_a_departed_peer_sent_it_before_that_peer_s_
         json!({"type": "peer-left", "data": x_id, "room": "r"}),
         "then that it left"
     );
+}
+
+/// Waits (up to 5 s) until the Redis record of `peer`'s session has `field` = `value`.
+async fn wait_session_field(redis: &Redis, peer: &str, field: &str, value: &str) {
+    let keys = switchboard_server::cluster::keys::Keys::new("switchboard");
+    let session = keys.session(switchboard_server::peer_id::PeerId::parse(peer).expect("a peer id"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while redis.cli(&["HGET", &session, field]) != value {
+        assert!(std::time::Instant::now() < deadline, "{peer}'s session never had {field} = {value}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// Stops (`STOP`) or continues (`CONT`) a node's process.
