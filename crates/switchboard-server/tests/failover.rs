@@ -519,24 +519,37 @@ async fn offer_then_peer_left(client: &mut Client, departed: &str) {
     );
 }
 
-/// A resumable target on `parking` and a sender on `senders`, in room "r".
-async fn target_and_sender(parking: &Server, senders: &Server) -> (Client, Client) {
-    let mut t = resumable(parking, None).await;
-    let mut s = senders.client().await;
-    t.join("r").await.unwrap();
-    s.join("r").await.unwrap();
-    assert_eq!(recv_json(&mut t).await.unwrap()["type"], "peer-joined");
-    (t, s)
+/// Three nodes; a resumable target `t` on the first and a sender `s` on the
+/// third, in room "r": the first parks `t`, the second claims it.
+struct Handover {
+    redis: Redis,
+    servers: Vec<Server>,
+    t: Client,
+    s: Client,
+    t_id: String,
+    s_id: String,
+    token: String,
+}
+
+impl Handover {
+    async fn start() -> Handover {
+        let redis = Redis::start();
+        let servers = nodes(&redis, 3, "1s", "10s").await;
+        let mut t = resumable(&servers[0], None).await;
+        let mut s = servers[2].client().await;
+        t.join("r").await.unwrap();
+        s.join("r").await.unwrap();
+        assert_eq!(recv_json(&mut t).await.unwrap()["type"], "peer-joined");
+        let (t_id, s_id) = (t.id().to_owned(), s.id().to_owned());
+        let token = t.resume_token().unwrap().to_owned();
+        Handover { redis, servers, t, s, t_id, s_id, token }
+    }
 }
 
 #[tokio::test]
 async fn a_departure_waits_for_the_relays_the_parking_node_still_passes_on_to_a_claimed_session() {
-    let redis = Redis::start();
-    let servers = nodes(&redis, 3, "1s", "10s").await;
+    let Handover { redis, servers, t, mut s, t_id, s_id, token } = Handover::start().await;
     let (parking, claiming) = (&servers[0], &servers[1]);
-    let (t, mut s) = target_and_sender(parking, &servers[2]).await;
-    let (t_id, s_id) = (t.id().to_owned(), s.id().to_owned());
-    let token = t.resume_token().unwrap().to_owned();
 
     // Taken over from its live node, which parks it and passes relays on.
     let _taken_over = t;
@@ -554,12 +567,8 @@ async fn a_departure_waits_for_the_relays_the_parking_node_still_passes_on_to_a_
 
 #[tokio::test]
 async fn a_session_claimed_after_a_departure_gets_the_relays_its_parking_node_passes_on_first() {
-    let redis = Redis::start();
-    let servers = nodes(&redis, 3, "1s", "10s").await;
+    let Handover { redis, servers, t, mut s, t_id, s_id, token } = Handover::start().await;
     let (parking, claiming) = (&servers[0], &servers[1]);
-    let (t, mut s) = target_and_sender(parking, &servers[2]).await;
-    let (t_id, s_id) = (t.id().to_owned(), s.id().to_owned());
-    let token = t.resume_token().unwrap().to_owned();
 
     // The connection drops: its node (alive) parks the session.
     drop(t);
